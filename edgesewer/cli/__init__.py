@@ -1,0 +1,38 @@
+"""The `edgesewer` command: composition only; each command lives in its own module.
+
+Command modules import heavy libraries (torch, onnx) inside the command functions so that
+`edgesewer --help` and the runtime commands start fast on a torch-free Jetson install.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from edgesewer.cli import data as data_cli
+from edgesewer.cli import demo as demo_cli
+from edgesewer.cli import evaluate as eval_cli
+from edgesewer.cli._pending import add_pending
+
+app = typer.Typer(
+    name="edgesewer",
+    help="Sewer-pipe defect models on the edge: data, train, eval, export, run, benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.add_typer(data_cli.app, name="data")
+app.command("eval")(eval_cli.eval_command)
+app.command("demo")(demo_cli.demo_command)
+
+add_pending(app, "train", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
+add_pending(app, "pretrain", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
+add_pending(app, "models", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
+add_pending(app, "export", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
+add_pending(app, "build", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
+add_pending(app, "run", "Live runtime: torch-free frame-by-frame classification and crack segmentation")
+add_pending(app, "benchmark", "Benchmarks and the end-to-end demo: FPS and accuracy trade-offs")
+
+
+def main() -> None:
+    app()
