@@ -1,8 +1,70 @@
-"""`edgesewer eval`: Sewer-ML metrics for a score CSV (and, later, for a checkpoint)."""
+"""`edgesewer eval`: Sewer-ML metrics for a score CSV against the ground-truth CSV.
+
+The command only gathers (filenames, scores, targets) and hands them to `score_and_report`,
+so that model evaluation (a checkpoint run over an image folder) can later produce the same
+triple and share the reporting.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
-def eval_command() -> None:
-    """Score predictions against Sewer-ML ground truth."""
-    raise NotImplementedError
+import numpy as np
+import typer
+from rich.console import Console
+
+from edgesewer.cli._errors import one_line_errors
+from edgesewer.errors import DataError
+from edgesewer.taxonomy import CIW, SEWER_CODES
+
+
+def align_by_filename(
+    score_names: list[str], scores: np.ndarray, gt_names: list[str], scores_path: Path, gt_path: Path
+) -> np.ndarray:
+    """Scores re-ordered to the ground-truth rows; both files must list exactly the same images."""
+    position = {name: i for i, name in enumerate(score_names)}
+    missing = [name for name in gt_names if name not in position]
+    if missing:
+        raise DataError(f"{scores_path}: no scores for {len(missing)} of the {len(gt_names)} images in {gt_path}, "
+                        f"e.g. {', '.join(missing[:3])}")
+    if len(score_names) != len(gt_names):
+        gt_set = set(gt_names)
+        extra = [name for name in score_names if name not in gt_set]
+        raise DataError(f"{scores_path}: {len(extra)} images are not in {gt_path}, e.g. {', '.join(extra[:3])}")
+    return scores[[position[name] for name in gt_names]]
+
+
+def score_and_report(scores: np.ndarray, targets: np.ndarray, threshold: float, json_out: Path | None,
+                     sources: dict[str, Any]) -> dict[str, Any]:
+    """Compute the metrics, print the table and write the JSON report (when asked)."""
+    from edgesewer.metrics.sewerml import evaluate_sewerml, format_sewerml_table
+
+    result = evaluate_sewerml(scores, targets, threshold=threshold)
+    Console().print(format_sewerml_table(result))
+    if json_out is not None:
+        report = {**sources, "labels": list(SEWER_CODES), "label_weights": [CIW[c] for c in SEWER_CODES], **result}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {json_out}")
+    return result
+
+
+@one_line_errors
+def eval_command(
+    scores: Annotated[Path, typer.Option("--scores", help="Score CSV: Filename + the 17 codes (sigmoid probabilities).")],
+    gt: Annotated[Path, typer.Option("--gt", help="Ground truth in Sewer-ML format, e.g. SewerML_Val.csv.")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON here.")] = None,
+    threshold: Annotated[float, typer.Option(help="A class is predicted when its score is >= this.")] = 0.5,
+) -> None:
+    """Score predictions against Sewer-ML ground truth (F2_CIW, F1_Normal, mAP and per-class metrics)."""
+    from edgesewer.data.sewerml import read_scores_csv, read_sewerml_csv
+
+    gt_names, targets = read_sewerml_csv(gt)
+    if targets is None:
+        raise DataError(f"{gt}: has no label columns (the public test CSV carries no labels)")
+    score_names, score_values = read_scores_csv(scores)
+    aligned = align_by_filename(score_names, score_values, gt_names, scores, gt)
+    sources = {"scores": str(scores), "gt": str(gt)}
+    score_and_report(aligned, targets, threshold, json_out, sources)
