@@ -1,0 +1,3 @@
+from edgesewer.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""`edgesewer models`: table and JSON listing of the zoo with parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from edgesewer.cli.models import models_command
+from edgesewer.models import q2l, vit  # noqa: F401 - register the families this test lists
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("models")(models_command)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps `models` a sub-command, as in the real CLI
+        pass
+
+    return app
+
+
+def test_models_json_lists_names_tasks_sizes_and_params():
+    result = CliRunner().invoke(_app(), ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert {"vit-t", "vit-s", "vit-t-dino", "vit-s-dino", "q2l-r101", "ma-q2l-r101"} <= set(rows)
+    assert rows["vit-t"] == {"name": "vit-t", "task": "classify", "input_size": 224, "params": 5_527_697,
+                             "status": "ready"}
+    assert rows["vit-s-dino"]["params"] == 21_672_209
+    assert rows["q2l-r101"]["params"] == 193_543_377
+    assert rows["ma-q2l-r101"]["input_size"] == 448 and rows["ma-q2l-r101"]["params"] == 227_157_201
+    assert all(isinstance(row["params"], int) for row in rows.values())
+
+
+def test_models_table():
+    result = CliRunner().invoke(_app(), ["models"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "ma-q2l-r101" in result.stdout and "227.16M" in result.stdout and "5.53M" in result.stdout

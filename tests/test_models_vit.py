@@ -1,0 +1,116 @@
+"""ViT-T/S zoo entries: parameter counts, cfg, DINO backbone loading, ONNX parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgesewer.errors import ModelNotFound
+from edgesewer.modelcfg import SEWERML_MEAN, SEWERML_STD
+from edgesewer.models import vit  # noqa: F401 - registers the ViT names
+from edgesewer.models._registry import create_model, get_entry
+from edgesewer.models.dino import build_dino
+from edgesewer.taxonomy import SEWER_CODES
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "tol"),
+    [("vit-t", 5.5e6, 0.1e6), ("vit-t-dino", 5.5e6, 0.1e6), ("vit-s", 21.6e6, 0.2e6), ("vit-s-dino", 21.6e6, 0.2e6)],
+)
+def test_parameter_counts_with_17_classes(name, expected, tol):
+    with torch.device("meta"):
+        model = create_model(name)
+    n = _params(model)
+    assert abs(n - expected) <= tol
+    assert n == {"vit-t": 5_527_697, "vit-s": 21_672_209}[name.removesuffix("-dino")]
+
+
+def test_cfg_and_small_image_forward():
+    model = create_model("vit-t", img_size=64).eval()
+    cfg = model.cfg
+    assert (cfg.task, cfg.input_size, cfg.classes) == ("classify", 64, SEWER_CODES)
+    assert cfg.mean == SEWERML_MEAN and cfg.std == SEWERML_STD
+    assert get_entry("vit-t").cfg.input_size == 224  # the registered cfg is untouched
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 17)
+    assert create_model("vit-s", img_size=32, num_classes=5).cfg.classes == ("c0", "c1", "c2", "c3", "c4")
+
+
+def test_vit_t_dino_pretrained_refuses_without_download():
+    with pytest.raises(ModelNotFound, match="no public DINO ViT-T"):
+        create_model("vit-t-dino", pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def dino_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    pair = build_dino("vit-t", img_size=32, out_dim=16)
+    with torch.no_grad():  # make teacher and student differ so the test can tell which was loaded
+        for p in pair.student.parameters():
+            p.add_(0.5)
+    path = tmp_path_factory.mktemp("dino") / "dino.pt"
+    torch.save({"model": pair.state_dict(), "epoch": 3}, path)
+    return pair, path
+
+
+def test_backbone_ckpt_loads_teacher_weights(dino_ckpt):
+    pair, path = dino_ckpt
+    model = create_model("vit-t-dino", img_size=32, backbone_ckpt=path)
+    for key, value in pair.teacher.backbone.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    student = create_model("vit-t-dino", img_size=32, backbone_ckpt=path, ckpt_key="student")
+    assert torch.equal(student.cls_token, pair.student.backbone.cls_token)
+    assert model.cfg.extra["backbone_ckpt"] == str(path)
+
+
+def test_backbone_ckpt_official_dino_layout_and_resampled_positions(dino_ckpt, tmp_path):
+    pair, _ = dino_ckpt
+    official = {
+        "student": {f"module.backbone.{k}": v for k, v in pair.student.backbone.state_dict().items()},
+        "teacher": {f"backbone.{k}": v for k, v in pair.teacher.backbone.state_dict().items()},
+    }
+    path = tmp_path / "checkpoint.pth"
+    torch.save(official, path)
+    model = create_model("vit-t-dino", img_size=48, backbone_ckpt=path)  # 2x2 grid -> 3x3 grid
+    assert model.pos_embed.shape == (1, 10, 192)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, pair.teacher.backbone.blocks[0].attn.qkv.weight)
+    assert torch.equal(model.pos_embed[:, 0], pair.teacher.backbone.pos_embed[:, 0])  # class token position kept
+
+
+def test_backbone_ckpt_mismatch_is_one_clear_error(dino_ckpt, tmp_path):
+    _, path = dino_ckpt
+    with pytest.raises(ModelNotFound) as info:
+        create_model("vit-s-dino", img_size=32, backbone_ckpt=path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "does not fit vit-s-dino" in message
+    assert "shape mismatches" in message
+    with pytest.raises(ModelNotFound, match="no such backbone checkpoint"):
+        create_model("vit-t-dino", backbone_ckpt=tmp_path / "missing.pt")
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"model": {"foo.weight": torch.zeros(2)}}, bogus)
+    with pytest.raises(ModelNotFound, match="missing keys"):
+        create_model("vit-t-dino", img_size=32, backbone_ckpt=bogus)
+
+
+def test_onnx_export_matches_pytorch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = create_model("vit-t", img_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    path = tmp_path / "vit-t.onnx"
+    torch.onnx.export(
+        model, (x,), str(path), dynamo=False, opset_version=17, do_constant_folding=True,
+        input_names=["images"], output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x3 = torch.randn(3, 3, 64, 64)  # a different batch size through the dynamic axis
+    (onnx_logits,) = session.run(None, {"images": x3.numpy()})
+    with torch.no_grad():
+        torch_logits = model(x3).numpy()
+    assert onnx_logits.shape == (3, 17)
+    assert float(np.abs(onnx_logits - torch_logits).max()) < 1e-3
