@@ -12,6 +12,7 @@ from edgesewer.cli import data as data_cli
 from edgesewer.cli import demo as demo_cli
 from edgesewer.cli import evaluate as eval_cli
 from edgesewer.cli import models as models_cli
+from edgesewer.cli import run as run_cli
 from edgesewer.cli._pending import add_pending
 
 app = typer.Typer(
@@ -26,12 +27,12 @@ app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
 app.command("demo")(demo_cli.demo_command)
 app.command("models")(models_cli.models_command)
+app.command("run")(run_cli.run_command)
 
 add_pending(app, "train", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
 add_pending(app, "pretrain", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
 add_pending(app, "export", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
 add_pending(app, "build", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
-add_pending(app, "run", "Live runtime: torch-free frame-by-frame classification and crack segmentation")
 add_pending(app, "benchmark", "Benchmarks and the end-to-end demo: FPS and accuracy trade-offs")
 
 

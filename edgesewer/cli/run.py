@@ -1,0 +1,121 @@
+"""`edgesewer run`: the torch-free live runtime on a camera, stream, video file or image folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgesewer.cli._errors import one_line_errors
+
+
+@one_line_errors
+def run_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="0, /dev/video0, v4l2://, csi://0, rtsp://, http(s)://, file://x.mp4, a path, a folder or a glob",
+        ),
+    ],
+    model: Annotated[
+        Optional[Path],
+        typer.Option("--model", "-m", help="classifier artifact (.onnx or .engine, or its sidecar .json)"),
+    ] = None,
+    seg: Annotated[
+        Optional[Path], typer.Option("--seg", help="crack segmenter artifact, run on the same frames")
+    ] = None,
+    backend: Annotated[Optional[str], typer.Option(help="ort | tensorrt (default: from the file type)")] = None,
+    providers: Annotated[
+        str,
+        typer.Option(help="ONNX Runtime providers: cpu, auto (TensorRT/CUDA when present) or a list such as cuda,cpu"),
+    ] = "cpu",
+    output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--output", "-o", help="display://0 | file://out.mp4 | none (default: a window unless --headless)"
+        ),
+    ] = None,
+    headless: Annotated[bool, typer.Option(help="no window")] = False,
+    events: Annotated[Optional[Path], typer.Option(help="append JSONL events here")] = None,
+    events_every_frame: Annotated[bool, typer.Option(help="log every frame, not only frames with detections")] = False,
+    report: Annotated[
+        Optional[Path], typer.Option(help="write report.json, report.html and snapshots into this folder")
+    ] = None,
+    threshold: Annotated[
+        Optional[str], typer.Option(help="override the sidecar's thresholds: 0.4 or RB=0.3,OB=0.6")
+    ] = None,
+    smooth: Annotated[str, typer.Option(help="temporal smoothing: none, ema[:ALPHA] or kofn:K/N")] = "none",
+    seg_threshold: Annotated[float, typer.Option(help="crack probability threshold")] = 0.5,
+    crack_min_area: Annotated[float, typer.Option(help="ignore crack blobs smaller than this (frame pixels)")] = 30.0,
+    seg_tiles: Annotated[
+        bool, typer.Option(help="segment full-resolution overlapping tiles instead of a resized frame")
+    ] = False,
+    batch: Annotated[int, typer.Option(help="frames per inference call for files (live sources use 1)")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads (default: all cores)")] = None,
+    reconnect_timeout: Annotated[float, typer.Option(help="seconds to keep reconnecting a dropped stream")] = 60.0,
+    merge_gap: Annotated[float, typer.Option(help="seconds a code may be off inside one defect segment")] = 0.5,
+    min_segment: Annotated[float, typer.Option(help="drop defect segments shorter than this (seconds)")] = 0.2,
+    max_frames: Annotated[Optional[int], typer.Option(help="stop after this many frames")] = None,
+) -> None:
+    """Classify (and segment cracks in) every frame of a source; write events, video and an inspection report.
+
+    \b
+    Examples:
+      edgesewer run -m runs/export/vit-t/vit-t.int8-cpu.onnx -s inspection.mp4 --report out/ --headless
+      edgesewer run -m vit-t.fp16.engine --seg scnet.fp16.engine -s csi://0 -o display://0
+      edgesewer run -m vit-t.fp32.onnx -s rtsp://192.168.1.20:8554/live --events ev.jsonl --smooth kofn:3/5
+    """
+    from rich.console import Console
+
+    from edgesewer.runtime.pipeline import RunOptions
+    from edgesewer.runtime.runner import run_inspection
+
+    if model is None and seg is None:
+        raise typer.BadParameter("give --model, --seg or both")
+    options = RunOptions(
+        output=output,
+        headless=headless,
+        events=events,
+        events_every_frame=events_every_frame,
+        report=report,
+        thresholds=threshold,
+        smooth=smooth,
+        seg_threshold=seg_threshold,
+        crack_min_area=crack_min_area,
+        batch=batch,
+        max_frames=max_frames,
+        merge_gap_s=merge_gap,
+        min_segment_s=min_segment,
+    )
+    console = Console(stderr=True)
+    summary = run_inspection(
+        source,
+        model,
+        seg,
+        backend=backend,
+        providers=providers,
+        threads=threads,
+        seg_tiles=seg_tiles,
+        reconnect_timeout=reconnect_timeout,
+        options=options,
+    )
+    stats = summary.stats
+    console.print(
+        f"{summary.frames} frames in {stats['elapsed_s']:.1f} s: pipeline {stats['pipeline_fps']:.1f} FPS, "
+        f"network {stats['network_fps']:.1f} FPS, {stats['dropped_frames']} dropped ({summary.ended_by})",
+        highlight=False,
+    )
+    counts: dict[str, int] = {}
+    for segment in summary.segments:
+        counts[segment.code] = counts.get(segment.code, 0) + 1
+    listed = ", ".join(f"{code} x{n}" for code, n in sorted(counts.items())) or "none"
+    console.print(f"{len(summary.segments)} defect segments: {listed}", highlight=False)
+    if summary.report is not None:
+        console.print(f"report: {summary.report.parent / 'report.html'}", highlight=False)
+    if summary.events is not None:
+        console.print(f"events: {summary.events}", highlight=False)
+    if summary.error is not None:
+        raise summary.error  # after the report is written: the run still ends with a clear error

@@ -1,0 +1,242 @@
+"""Load and check a deployable artifact: a model file plus its sidecar JSON.
+
+`<out>/<model>.<precision>.onnx` + `<model>.<precision>.json`, or `<model>.<precision>.engine` +
+`<model>.<precision>.engine.json`. Either path may be given; the other is found next to it. The
+sidecar is the only thing the runtime needs besides the model file: classes, thresholds, input
+size and normalisation, and for engines the TensorRT version and GPU they were built for.
+Everything here is plain JSON + hashlib, so it loads on a torch-free Jetson.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesewer.errors import BackendError
+from edgesewer.modelcfg import ModelCfg
+
+SIDECAR_FORMAT_VERSION = 1
+TASKS = ("classify", "segment", "video", "zeroshot")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+REQUIRED_FIELDS = ("format_version", "model", "task", "precision", "file", "model_cfg", "inputs", "outputs")
+# Which output a task must have, by the name the export contract gives it.
+TASK_OUTPUT = {"classify": "logits", "video": "logits", "zeroshot": "logits", "segment": "prob"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (-1 for a dynamic axis), dtype and, for outputs, what the values mean."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    kind: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        shape = tuple(int(s) if isinstance(s, int) or str(s).lstrip("-").isdigit() else -1 for s in d["shape"])
+        return cls(str(d["name"]), shape, str(d.get("dtype", "float32")), str(d.get("kind", "")))
+
+
+@dataclass
+class Artifact:
+    """A loaded, validated artifact (model file path + parsed sidecar)."""
+
+    model_path: Path
+    sidecar_path: Path
+    format: str  # "onnx" | "engine"
+    meta: dict[str, Any]
+    cfg: ModelCfg
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["model"])
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["task"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.meta["precision"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.cfg.classes)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Per-class decision thresholds tuned at export time (0.5 where none were tuned)."""
+        if self.cfg.thresholds is None:
+            return np.full(len(self.classes), 0.5, dtype=np.float32)
+        return np.asarray(self.cfg.thresholds, dtype=np.float32)
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    @property
+    def tensorrt(self) -> dict[str, Any] | None:
+        return self.meta.get("tensorrt")
+
+    def describe(self) -> str:
+        """One line for the console: what is about to run."""
+        weights = " (RANDOM WEIGHTS: numbers are meaningless)" if self.meta.get("random_weights") else ""
+        return f"{self.name} {self.task} {self.precision} [{self.model_path.name}]{weights}"
+
+
+def sidecar_path_for(model_path: Path) -> Path:
+    """`x.onnx` -> `x.json`; `x.engine` -> `x.engine.json`."""
+    if model_path.suffix == ".engine":
+        return model_path.with_name(model_path.name + ".json")
+    return model_path.with_suffix(".json")
+
+
+def _paths_from(path: Path) -> tuple[Path, Path]:
+    if path.suffix == ".json":
+        sidecar = path
+        stem = path.name[: -len(".json")]
+        model = path.with_name(stem if stem.endswith(".engine") else stem + ".onnx")
+        return model, sidecar
+    if path.suffix in (".onnx", ".engine"):
+        return path, sidecar_path_for(path)
+    raise BackendError(
+        f"{path}: not an artifact; give the .onnx or .engine file (or its .json sidecar) from `edgesewer export`"
+    )
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BackendError(f"{sidecar}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise BackendError(f"{sidecar}: expected a JSON object")
+    for key in REQUIRED_FIELDS:
+        if key not in meta:
+            raise BackendError(f"{sidecar}: missing field {key!r}; re-export the model")
+    version = meta["format_version"]
+    if not isinstance(version, int) or version > SIDECAR_FORMAT_VERSION:
+        raise BackendError(
+            f"{sidecar}: sidecar format_version {version!r} is newer than this runtime reads "
+            f"({SIDECAR_FORMAT_VERSION}); upgrade edgesewer on this device"
+        )
+    return meta
+
+
+def load_artifact(path: str | Path, *, check_hash: bool = True) -> Artifact:
+    """Find the model/sidecar pair, parse the sidecar and check that the two belong together."""
+    model_path, sidecar = _paths_from(Path(path))
+    if not Path(path).exists():
+        raise BackendError(f"{path}: no such artifact (export one with `edgesewer export`)")
+    if not sidecar.exists():
+        raise BackendError(
+            f"{model_path}: sidecar {sidecar.name} not found next to it; the runtime needs it "
+            "(classes, thresholds, preprocessing): copy it along or re-export"
+        )
+    meta = _read_sidecar(sidecar)
+    if meta["file"] != model_path.name:
+        # The sidecar names its model; trust it over our guess when only the sidecar was given.
+        named = sidecar.with_name(str(meta["file"]))
+        if Path(path) == sidecar and named.exists():
+            model_path = named
+        else:
+            raise BackendError(f"{sidecar}: describes {meta['file']}, not {model_path.name}; the files were mixed up")
+    if not model_path.exists():
+        raise BackendError(f"{sidecar}: its model file {model_path.name} is missing")
+    fmt = "engine" if model_path.suffix == ".engine" else "onnx"
+    if check_hash and meta.get("file_sha256"):
+        actual = file_sha256(model_path)
+        if actual != meta["file_sha256"]:
+            raise BackendError(
+                f"{model_path}: does not match its sidecar (sha256 {actual[:12]} != {str(meta['file_sha256'])[:12]}); "
+                "the model was replaced or re-exported without its sidecar"
+            )
+    try:
+        cfg = ModelCfg.from_dict(meta["model_cfg"])
+        inputs = [TensorSpec.from_dict(d) for d in meta["inputs"]]
+        outputs = [TensorSpec.from_dict(d) for d in meta["outputs"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"{sidecar}: malformed model_cfg/inputs/outputs ({exc})") from None
+    artifact = Artifact(model_path, sidecar, fmt, meta, cfg, inputs, outputs)
+    _check_consistent(artifact)
+    return artifact
+
+
+def _check_consistent(a: Artifact) -> None:
+    where = a.sidecar_path
+    if a.task not in TASKS:
+        raise BackendError(f"{where}: unknown task {a.task!r}; expected one of {', '.join(TASKS)}")
+    if a.precision not in PRECISIONS:
+        raise BackendError(f"{where}: unknown precision {a.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if a.format == "engine" and not a.tensorrt:
+        raise BackendError(f"{where}: an engine sidecar must say which TensorRT version and GPU built it")
+    if not a.inputs or a.inputs[0].name != "input":
+        raise BackendError(f"{where}: the first input must be named 'input'")
+    shape = a.inputs[0].shape
+    if (
+        len(shape) != 4
+        or shape[1] not in (-1, a.cfg.in_chans)
+        or any(s not in (-1, a.cfg.input_size) for s in shape[2:])
+    ):
+        raise BackendError(
+            f"{where}: input shape {list(shape)} does not fit model_cfg "
+            f"(in_chans {a.cfg.in_chans}, input_size {a.cfg.input_size})"
+        )
+    wanted = TASK_OUTPUT[a.task]
+    out = a.output(wanted)
+    if out is None:
+        raise BackendError(f"{where}: a {a.task} model must have an output named {wanted!r}")
+    if wanted == "logits":
+        if out.shape[-1] not in (-1, len(a.classes)):
+            raise BackendError(
+                f"{where}: logits have {out.shape[-1]} columns but model_cfg lists {len(a.classes)} classes"
+            )
+        if a.cfg.thresholds is not None and len(a.cfg.thresholds) != len(a.classes):
+            raise BackendError(f"{where}: {len(a.cfg.thresholds)} thresholds for {len(a.classes)} classes")
+
+
+def _version_key(version: str | None) -> tuple[int, ...]:
+    # "10.3.0.30" and "10.3.0" are one release; engines are tied to major.minor.patch.
+    parts = []
+    for piece in str(version or "").split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else -1)
+    return tuple(parts)
+
+
+def check_engine_compatible(artifact: Artifact, trt_version: str, gpu_name: str, compute_capability: str) -> None:
+    """Refuse an engine built by another TensorRT release or on another GPU, in one line."""
+    info = artifact.tensorrt or {}
+    built_version = str(info.get("version", "?"))
+    built_gpu = str(info.get("gpu", "?"))
+    built_cc = str(info.get("compute_capability", "?"))
+    rebuild = "rebuild it on this device from the ONNX (edgesewer build)"
+    if _version_key(built_version) != _version_key(trt_version):
+        raise BackendError(
+            f"{artifact.model_path}: built with TensorRT {built_version}, this device has TensorRT {trt_version}; "
+            f"engines only load in the release that built them: {rebuild}"
+        )
+    if built_cc != str(compute_capability) or " ".join(built_gpu.lower().split()) != " ".join(gpu_name.lower().split()):
+        raise BackendError(
+            f"{artifact.model_path}: built for {built_gpu} (sm {built_cc}), this device is {gpu_name} "
+            f"(sm {compute_capability}); engines are tuned per GPU: {rebuild}"
+        )

@@ -1,0 +1,376 @@
+"""The live runtime: capture -> preprocess -> infer -> postprocess + sinks, in threads joined by small
+bounded queues, so decoding frame N+1 overlaps inference on frame N.
+
+Files deliver every frame (the queues block the reader, optional batching for throughput); live
+sources deliver only the newest frame (the source drops and counts stale ones). Postprocessing and
+the sinks run on the calling thread, which also receives Ctrl-C: the first stops capture and lets
+the frames in flight finish, a second stops at once. Either way, and when the source dies, events
+are flushed and the report is written: nothing already detected is lost.
+"""
+
+from __future__ import annotations
+
+import platform
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from edgesewer import __version__
+from edgesewer.errors import CaptureError, EdgesewerError, EndOfStream
+from edgesewer.runtime.events import EventWriter, utc_now
+from edgesewer.runtime.overlay import Overlay
+from edgesewer.runtime.postprocess import (
+    FrameResult,
+    TemporalSmoother,
+    measure_cracks,
+    parse_smoothing,
+    parse_thresholds,
+    sigmoid,
+)
+from edgesewer.runtime.predictors import ClassifierPredictor, Predictor, SegmenterPredictor
+from edgesewer.runtime.report import write_report
+from edgesewer.runtime.segments import DefectSegment, SegmentTracker
+from edgesewer.runtime.sinks import default_output, open_sink
+from edgesewer.runtime.sources import Frame, VideoSource
+from edgesewer.runtime.stats import LiveStatus, PipelineStats
+from edgesewer.runtime.uri import parse_output
+
+
+@dataclass
+class RunOptions:
+    """Everything `edgesewer run` can set besides the models and the source."""
+
+    output: str | None = None  # display://0 | file://out.mp4 | none; None: display unless headless
+    headless: bool = False
+    events: Path | None = None
+    events_every_frame: bool = False
+    report: Path | None = None
+    thresholds: str | None = None  # "0.4" or "RB=0.3,OB=0.6"
+    smooth: str | None = "none"  # none | ema[:A] | kofn:K/N
+    seg_threshold: float = 0.5
+    crack_min_area: float = 30.0  # frame pixels
+    batch: int = 1  # frames per inference call (files only; live sources always use 1)
+    max_frames: int | None = None
+    merge_gap_s: float = 0.5  # a code off for longer than this ends its segment
+    min_segment_s: float = 0.2  # shorter segments are flicker and are dropped
+    live_status: bool = True
+
+
+@dataclass
+class RunSummary:
+    frames: int
+    ended_by: str  # "end of stream" | "source failed" | "interrupted" | "max frames" | "stopped by user"
+    message: str
+    segments: list[DefectSegment]
+    stats: dict[str, Any]
+    report: Path | None = None
+    events: Path | None = None
+    error: EdgesewerError | None = None
+
+
+@dataclass
+class _Item:
+    frame: Frame
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _End:
+    reason: str
+    message: str = ""
+    error: BaseException | None = None
+
+
+class InspectionPipeline:
+    """One run over one source with a classifier and/or a crack segmenter."""
+
+    def __init__(
+        self,
+        source: VideoSource,
+        classifier: ClassifierPredictor | None,
+        segmenter: SegmenterPredictor | None,
+        options: RunOptions,
+        status: LiveStatus | None = None,
+    ) -> None:
+        if classifier is None and segmenter is None:
+            raise EdgesewerError("give a classifier (--model) or a crack segmenter (--seg), or both")
+        self.source, self.classifier, self.segmenter, self.opts = source, classifier, segmenter, options
+        self.stats = PipelineStats()
+        self.status = status or LiveStatus(self.stats, enabled=options.live_status)
+        self.status.stats = self.stats
+        self.predictors: list[tuple[str, Predictor]] = [
+            (name, p) for name, p in (("cls", classifier), ("seg", segmenter)) if p is not None
+        ]
+        self.batch = 1 if source.is_live else max(1, options.batch)
+        depth = 1 if source.is_live else 2 * self.batch  # live: never queue stale frames
+        self._q_captured: queue.Queue = queue.Queue(depth)
+        self._q_prepared: queue.Queue = queue.Queue(depth)
+        self._q_inferred: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()  # stop capturing, finish what is in flight
+        self._abort = threading.Event()  # stop everything now
+        if classifier is not None:
+            a = classifier.artifact
+            self.thresholds = parse_thresholds(options.thresholds, a.classes, a.thresholds)
+            self.smoother = TemporalSmoother(parse_smoothing(options.smooth), self.thresholds)
+        fps = source.fps or 25.0
+        # Live: also by time, since a stream outage leaves no gap in the received-frame numbers.
+        gap_s = options.merge_gap_s + 1.0 / fps if source.is_live else None
+        self.tracker = SegmentTracker(
+            round(options.merge_gap_s * fps), max(1, round(options.min_segment_s * fps)), max_gap_s=gap_s
+        )
+        self.overlay = Overlay()
+        self.output = parse_output(options.output) if options.output is not None else default_output(options.headless)
+        self.sink = open_sink(self.output, source.fps)
+        # Last, so that a bad option above leaves no half-opened event log behind.
+        self.events = EventWriter(options.events, every_frame=options.events_every_frame)
+        self._started = utc_now()
+        self._interrupted = False
+
+    # --- worker threads ---------------------------------------------------------------------
+
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> Any:
+        while not self._abort.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _End("aborted")
+
+    def _capture(self) -> None:
+        end = _End("stopped by user")
+        count = 0
+        try:
+            while not self._stop.is_set():
+                if self.opts.max_frames is not None and count >= self.opts.max_frames:
+                    end = _End("max frames", f"stopped after {count} frames (--max-frames)")
+                    break
+                t0 = time.perf_counter()
+                frame = self.source.read(timeout=0.2)
+                if frame is None:
+                    continue
+                self.stats.record("capture", time.perf_counter() - t0)
+                count += 1
+                if not self._put(self._q_captured, _Item(frame)):
+                    return
+        except EndOfStream as exc:
+            end = _End("end of stream", str(exc))
+        except CaptureError as exc:
+            end = _End("source failed", str(exc), exc)
+        except BaseException as exc:  # a bug or backend failure must still end the run cleanly
+            end = _End("error", f"capture failed: {exc!r}", exc)
+        self._put(self._q_captured, end)
+
+    def _preprocess(self) -> None:
+        while True:
+            item = self._get(self._q_captured)
+            if isinstance(item, _End):
+                self._put(self._q_prepared, item)
+                return
+            try:
+                t0 = time.perf_counter()
+                rgb = cv2.cvtColor(item.frame.image, cv2.COLOR_BGR2RGB)
+                for name, predictor in self.predictors:
+                    item.inputs[name] = predictor.prepare(rgb)
+                self.stats.record("preprocess", time.perf_counter() - t0)
+            except BaseException as exc:
+                self._fail(self._q_prepared, "preprocess", exc)
+                return
+            if not self._put(self._q_prepared, item):
+                return
+
+    def _infer(self) -> None:
+        pending: list[_Item] = []
+        end: _End | None = None
+        while end is None:
+            item = self._get(self._q_prepared)
+            if isinstance(item, _End):
+                end = item
+            else:
+                pending.append(item)
+                # Files: fill the batch from what preprocess already has ready, without waiting.
+                while len(pending) < self.batch:
+                    try:
+                        extra = self._q_prepared.get(timeout=0.05)
+                    except queue.Empty:
+                        break
+                    if isinstance(extra, _End):
+                        end = extra
+                        break
+                    pending.append(extra)
+            if pending:
+                try:
+                    t0 = time.perf_counter()
+                    for name, predictor in self.predictors:
+                        for it, out in zip(pending, predictor.run([it.inputs.pop(name) for it in pending])):
+                            it.outputs[name] = out
+                    self.stats.record("infer", time.perf_counter() - t0, frames=len(pending))
+                except BaseException as exc:
+                    self._fail(self._q_inferred, "inference", exc)
+                    return
+                for it in pending:
+                    if not self._put(self._q_inferred, it):
+                        return
+                pending = []
+        self._put(self._q_inferred, end)
+
+    def _fail(self, downstream: queue.Queue, stage: str, exc: BaseException) -> None:
+        self._stop.set()
+        message = str(exc) if isinstance(exc, EdgesewerError) else f"{stage} failed: {exc!r}"
+        self._put(downstream, _End("error", message, exc))
+
+    # --- calling thread: postprocess and sinks -----------------------------------------------
+
+    def _postprocess(self, item: _Item) -> FrameResult:
+        frame = item.frame
+        result = FrameResult(frame.index, frame.time, frame.image)
+        if self.classifier is not None:
+            out = item.outputs["cls"]
+            result.classes = self.classifier.artifact.classes
+            result.probs = sigmoid(out["logits"])
+            result.scores, result.active = self.smoother.update(result.probs)
+            result.cam = out.get("cam")
+        if self.segmenter is not None:
+            result.crack = measure_cracks(
+                item.outputs["seg"]["prob"], frame.image.shape[:2], self.opts.seg_threshold, self.opts.crack_min_area
+            )
+        return result
+
+    def _sinks(self, result: FrameResult) -> None:
+        if self.sink is not None:
+            annotated = self.overlay.draw(result, self.stats.short_status())
+            if hasattr(self.sink, "show"):
+                if not self.sink.show(annotated):
+                    self._stop.set()
+            else:
+                self.sink.write(annotated)
+        self.events.frame(result)
+        self.tracker.update(result)
+
+    def _on_item(self, item: _Item) -> None:
+        t0 = time.perf_counter()
+        result = self._postprocess(item)
+        t1 = time.perf_counter()
+        self._sinks(result)
+        self.stats.record("postprocess", t1 - t0)
+        self.stats.record("sinks", time.perf_counter() - t1)
+        self.stats.frame_done()
+        self.stats.dropped = self.source.dropped
+
+    def _consume(self) -> _End:
+        while True:
+            try:
+                item = self._q_inferred.get(timeout=0.1)
+                if isinstance(item, _End):
+                    return item
+                self._on_item(item)
+                self.status.refresh()
+            except queue.Empty:
+                self.status.refresh()
+            except Exception as exc:  # a sink failed (disk full, writer refused): end, but keep the report
+                self._abort.set()
+                message = str(exc) if isinstance(exc, EdgesewerError) else f"postprocess/sinks failed: {exc!r}"
+                return _End("error", message, exc)
+            except KeyboardInterrupt:
+                if self._stop.is_set():
+                    self._abort.set()
+                    return _End("interrupted", "interrupted twice: stopped without finishing frames in flight")
+                self._stop.set()
+                self._interrupted = True
+                self.status.message("stopping: finishing the frames in flight (Ctrl-C again to stop at once)")
+
+    def run(self) -> RunSummary:
+        """Run until the source ends, dies, is interrupted, or `max_frames` is reached."""
+        self._interrupted = False
+        self._started = utc_now()
+        threads = [
+            threading.Thread(target=fn, name=f"edgesewer-{fn.__name__.strip('_')}", daemon=True)
+            for fn in (self._capture, self._preprocess, self._infer)
+        ]
+        info = self.run_info()
+        self.events.start(**info)
+        for role in ("classifier", "segmenter"):
+            if role in info:
+                self.status.message(f"{role}: {info[role]} on {info['source']}")
+        self.stats.start()
+        end = _End("error", "the run did not start")
+        with self.status:
+            try:
+                for thread in threads:
+                    thread.start()
+                end = self._consume()
+            finally:
+                self.stats.stop()
+                self._stop.set()
+                self._abort.set()
+                for thread in threads:
+                    thread.join(timeout=2.0)
+                summary = self._finish(end)
+        return summary
+
+    def on_source_status(self, message: str) -> None:
+        """Stream lost / reconnected / image skipped: tell the user and log it (any thread)."""
+        self.status.message(message)
+        self.events.status(message)
+
+    def _finish(self, end: _End) -> RunSummary:
+        if self._interrupted and end.reason != "error":
+            end = _End("interrupted", f"interrupted by the user after {self.stats.frames} frames")
+        segments = self.tracker.finish()
+        stats = self.stats.summary()
+        info = {
+            **self.run_info(),
+            "ended": utc_now(),
+            "ended_by": end.reason,
+            "end_message": end.message,
+            "stats": stats,
+        }
+        report = None
+        try:
+            if self.opts.report is not None:
+                report = write_report(self.opts.report, segments, info, self.tracker.peak_results, self.overlay)
+        finally:
+            self.events.end(ended_by=end.reason, message=end.message, segments=len(segments), stats=stats)
+            self.events.close()
+            if self.sink is not None:
+                self.sink.close()
+            self.source.close()
+        error = end.error if isinstance(end.error, EdgesewerError) else None
+        if end.error is not None and error is None and not isinstance(end.error, KeyboardInterrupt):
+            raise end.error  # a bug: events and report are written, now show the traceback
+        return RunSummary(self.stats.frames, end.reason, end.message, segments, stats, report, self.events.path, error)
+
+    def run_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "source": self.source.uri.text,
+            "live": self.source.is_live,
+            "output": self.output.text,
+            "started": self._started,
+            "edgesewer_version": __version__,
+            "host": platform.node(),
+        }
+        if self.classifier is not None:
+            info["classifier"] = self.classifier.artifact.describe()
+            info["backend"] = self.classifier.backend.name
+            info["thresholds"] = {
+                c: round(float(t), 3) for c, t in zip(self.classifier.artifact.classes, self.thresholds)
+            }
+            info["smoothing"] = str(self.smoother.spec)
+        if self.segmenter is not None:
+            info["segmenter"] = self.segmenter.artifact.describe()
+            info["crack_threshold"] = self.opts.seg_threshold
+        return info

@@ -1,0 +1,144 @@
+"""The inspection report: `report.json` (machine-readable) and `report.html` (one page an inspector
+can open anywhere, with a snapshot of each defect at its peak frame) in one folder.
+
+Written at the end of every run, including Ctrl-C and a dead source, from what was seen so far.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+
+from edgesewer.runtime.overlay import Overlay
+from edgesewer.runtime.postprocess import FrameResult
+from edgesewer.runtime.segments import DefectSegment
+
+REPORT_FORMAT_VERSION = 1
+SNAPSHOT_WIDTH = 640
+
+
+def format_time(seconds: float) -> str:
+    """62.25 -> '01:02.2' (minutes:seconds, as inspection logs write it)."""
+    minutes, rest = divmod(max(0.0, float(seconds)), 60.0)
+    return f"{int(minutes):02d}:{rest:04.1f}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_snapshots(
+    directory: Path, segments: Sequence[DefectSegment], peaks: dict[int, FrameResult], overlay: Overlay | None = None
+) -> None:
+    """Annotated peak frame of each segment -> `snapshots/NNN_CODE_fFRAME.jpg`; sets `segment.snapshot`."""
+    overlay = overlay or Overlay()
+    folder = directory / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, segment in enumerate(segments, start=1):
+        result = peaks.get(id(segment))
+        if result is None:
+            continue
+        image = overlay.draw(result)
+        if image.shape[1] > SNAPSHOT_WIDTH:
+            height = round(image.shape[0] * SNAPSHOT_WIDTH / image.shape[1])
+            image = cv2.resize(image, (SNAPSHOT_WIDTH, height), interpolation=cv2.INTER_AREA)
+        name = f"{number:03d}_{segment.code}_f{result.index}.jpg"
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
+        if ok:
+            (folder / name).write_bytes(data.tobytes())
+            segment.snapshot = f"snapshots/{name}"
+
+
+def report_dict(segments: Sequence[DefectSegment], run: dict[str, Any]) -> dict[str, Any]:
+    by_code = Counter(s.code for s in segments)
+    return {
+        "format_version": REPORT_FORMAT_VERSION,
+        "run": run,
+        "summary": {
+            "segments": len(segments),
+            "by_code": dict(sorted(by_code.items())),
+            "max_severity": round(max((s.severity for s in segments), default=0.0), 4),
+        },
+        "segments": [s.to_dict() for s in segments],
+    }
+
+
+def write_report(
+    directory: str | Path,
+    segments: Sequence[DefectSegment],
+    run: dict[str, Any],
+    peaks: dict[int, FrameResult] | None = None,
+    overlay: Overlay | None = None,
+) -> Path:
+    """Write snapshots, report.json and report.html into `directory`; returns the JSON path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if peaks:
+        save_snapshots(directory, segments, peaks, overlay)
+    data = report_dict(segments, run)
+    _write_atomic(directory / "report.json", json.dumps(data, indent=2) + "\n")
+    _write_atomic(directory / "report.html", render_html(data))
+    return directory / "report.json"
+
+
+def _cell(value: Any) -> str:
+    return f"<td>{html.escape('' if value is None else str(value))}</td>"
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """A self-contained page: run facts, then one table row per defect segment with its snapshot."""
+    run = data["run"]
+    facts = "".join(
+        f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in run.items() if not isinstance(v, dict)
+    )
+    stats = run.get("stats") or {}
+    if stats:
+        fps = f"{stats.get('pipeline_fps')} / {stats.get('network_fps')} (dropped {stats.get('dropped_frames', 0)})"
+        facts += f"<tr><th>pipeline FPS / network FPS</th>{_cell(fps)}</tr>"
+    rows = []
+    for number, s in enumerate(data["segments"], start=1):
+        crack = ""
+        if s.get("crack_length_px") is not None:
+            crack = f"{s['crack_length_px']:.0f} px long, {s['crack_area_px']:.0f} px area"
+        image = (
+            f'<td><a href="{html.escape(s["snapshot"])}"><img src="{html.escape(s["snapshot"])}" width="240"></a></td>'
+            if s.get("snapshot")
+            else "<td></td>"
+        )
+        level = "high" if s["severity"] > 0.5 else "medium" if s["severity"] > 0.2 else "low"
+        times = f"{format_time(s['start_time'])} - {format_time(s['end_time'])}"
+        frames = f"{s['start_frame']} - {s['end_frame']}"
+        numbers = "".join(_cell(f"{s[k]:.2f}") for k in ("peak_score", "mean_score", "ciw", "severity"))
+        rows.append(
+            f'<tr class="{level}">{_cell(number)}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
+            f"{_cell(times)}{_cell(frames)}{numbers}{_cell(crack)}{image}</tr>"
+        )
+    body = "".join(rows) or '<tr><td colspan="11">No defects detected.</td></tr>'
+    summary = data["summary"]
+    counts = ", ".join(f"{code} x{n}" for code, n in summary["by_code"].items()) or "none"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Sewer inspection report</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-align: top; }}
+tr.high td {{ background: #fde2e2; }} tr.medium td {{ background: #fff1db; }}
+</style></head><body>
+<h1>Sewer inspection report</h1>
+<p>{summary["segments"]} defect segments ({html.escape(counts)}); highest severity {summary["max_severity"]:.2f}
+(severity = class-importance weight x peak score).</p>
+<table>{facts}</table>
+<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
+<th>CIW</th><th>severity</th><th>crack</th><th>snapshot</th></tr>
+{body}
+</table></body></html>
+"""
