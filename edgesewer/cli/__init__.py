@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from edgesewer.cli import benchmark as benchmark_cli
 from edgesewer.cli import data as data_cli
 from edgesewer.cli import demo as demo_cli
 from edgesewer.cli import evaluate as eval_cli
@@ -28,12 +29,12 @@ app.command("eval")(eval_cli.eval_command)
 app.command("demo")(demo_cli.demo_command)
 app.command("models")(models_cli.models_command)
 app.command("run")(run_cli.run_command)
+app.command("benchmark")(benchmark_cli.benchmark_command)
 
 add_pending(app, "train", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
 add_pending(app, "pretrain", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
 add_pending(app, "export", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
 add_pending(app, "build", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
-add_pending(app, "benchmark", "Benchmarks and the end-to-end demo: FPS and accuracy trade-offs")
 
 
 def main() -> None:
