@@ -1,0 +1,105 @@
+"""Torch datasets for crack segmentation: (4-channel input, mask) tensors with SCNet's augmentation.
+
+Training (the paper's recipe): rotation by a uniform angle in [0, 90] degrees, horizontal and
+vertical flips (each with probability 0.5), a random crop of `crop` pixels (reflect-padded first
+when the image is smaller), then the edge channel is computed on the final crop, exactly as the
+runtime computes it on a frame. Validation: the whole image, resized to `size` ("resize") or
+reflect-padded to a multiple of 32 with the padding marked -1 in the target ("pad", batch 1).
+
+Each item is (inputs float32 [4,H,W], target float32 [1,H,W] with 1 = crack, 0 = background,
+-1 = padding to ignore).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edgesewer.data.crack import CrackFolder
+from edgesewer.data.edges import crack_input
+
+IGNORE = -1.0
+
+
+def rotate_pair(rgb: np.ndarray, mask: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate image (bilinear) and mask (nearest) about the centre, same size, reflected borders."""
+    height, width = mask.shape
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), degrees, 1.0)
+    rgb = cv2.warpAffine(rgb, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    mask_u8 = cv2.warpAffine(mask.astype(np.uint8), matrix, (width, height), flags=cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_REFLECT_101)
+    return rgb, mask_u8.astype(bool)
+
+
+def pad_to_at_least(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad at the bottom/right so the image is at least height x width."""
+    pad_h, pad_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
+    if pad_h == 0 and pad_w == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+
+
+def augment_pair(rgb: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator,
+                 max_rotation: float = 90.0, hflip: float = 0.5, vflip: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """SCNet training augmentation: rotate [0, max_rotation] deg, h/v flips (probabilities), random crop x crop."""
+    if max_rotation > 0:
+        rgb, mask = rotate_pair(rgb, mask, float(rng.uniform(0.0, max_rotation)))
+    if rng.random() < hflip:
+        rgb, mask = rgb[:, ::-1], mask[:, ::-1]
+    if rng.random() < vflip:
+        rgb, mask = rgb[::-1], mask[::-1]
+    rgb = pad_to_at_least(np.ascontiguousarray(rgb), crop, crop)
+    mask = pad_to_at_least(np.ascontiguousarray(mask).astype(np.uint8), crop, crop).astype(bool)
+    top = int(rng.integers(0, mask.shape[0] - crop + 1))
+    left = int(rng.integers(0, mask.shape[1] - crop + 1))
+    window = (slice(top, top + crop), slice(left, left + crop))
+    return np.ascontiguousarray(rgb[window]), np.ascontiguousarray(mask[window])
+
+
+class CrackTrainDataset(Dataset):
+    """Augmented random crops; `repeats` visits each image several times per epoch (small datasets)."""
+
+    def __init__(self, folder: CrackFolder, crop: int = 256, edge: str = "canny", max_rotation: float = 90.0,
+                 hflip: float = 0.5, vflip: float = 0.5, repeats: int = 1) -> None:
+        if crop % 32:
+            raise ValueError(f"crop must be a multiple of 32 for SCNet, got {crop}")
+        self.folder, self.crop, self.edge = folder, crop, edge
+        self.max_rotation, self.hflip, self.vflip, self.repeats = max_rotation, hflip, vflip, repeats
+
+    def __len__(self) -> int:
+        return len(self.folder) * self.repeats
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb, mask = self.folder[index % len(self.folder)]
+        # Seeded from torch's generator, which DataLoader seeds differently in each worker and epoch.
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        rgb, mask = augment_pair(rgb, mask, self.crop, rng, self.max_rotation, self.hflip, self.vflip)
+        inputs = crack_input(rgb, edge=self.edge)
+        return torch.from_numpy(inputs), torch.from_numpy(mask[None].astype(np.float32))
+
+
+class CrackEvalDataset(Dataset):
+    """Whole images for validation: mode "resize" (to size x size) or "pad" (to a multiple of 32, batch 1)."""
+
+    def __init__(self, folder: CrackFolder, size: int = 256, mode: str = "resize", edge: str = "canny") -> None:
+        if mode not in ("resize", "pad"):
+            raise ValueError(f"mode must be 'resize' or 'pad', got {mode!r}")
+        self.folder, self.size, self.mode, self.edge = folder, size, mode, edge
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb, mask = self.folder[index]
+        if self.mode == "resize":
+            target = cv2.resize(mask.astype(np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+            inputs = crack_input(rgb, size=self.size, edge=self.edge)
+            return torch.from_numpy(inputs), torch.from_numpy(target[None].astype(np.float32))
+        height, width = mask.shape
+        padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
+        inputs = crack_input(pad_to_at_least(rgb, padded_h, padded_w), edge=self.edge)
+        target = np.full((1, padded_h, padded_w), IGNORE, dtype=np.float32)
+        target[0, :height, :width] = mask
+        return torch.from_numpy(inputs), torch.from_numpy(target)

@@ -1,0 +1,213 @@
+"""Crack dataset readers (all four layouts), their error messages, the edge channel and the torch datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from edgesewer.data.crack import CrackFolder, detect_layout, list_pairs, load_pair, read_mask
+from edgesewer.data.crack_torch import CrackEvalDataset, CrackTrainDataset, augment_pair
+from edgesewer.data.edges import EDGE_DETECTORS, crack_input, crack_input_batch
+from edgesewer.errors import DataError
+
+
+def draw_sample(seed: int, height: int = 96, width: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Grey textured surface with one dark crack line; returns (RGB uint8, mask uint8 0/255)."""
+    rng = np.random.default_rng(seed)
+    tint = np.array([190, 160, 130])  # distinct channel levels reveal an RGB/BGR mix-up
+    rgb = (tint + rng.integers(-15, 16, (height, width, 3))).astype(np.uint8)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    start = (int(rng.integers(0, width // 3)), 0)
+    end = (int(rng.integers(2 * width // 3, width)), height - 1)
+    cv2.line(mask, start, end, 255, 3)
+    rgb[mask > 0] = 40
+    return rgb, mask
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), mask)
+
+
+def make_deepcrack(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            rgb, mask = draw_sample(i + (100 if split == "test" else 0))
+            write_rgb(root / f"{split}_img" / f"{i:03d}.jpg", rgb)
+            write_mask(root / f"{split}_lab" / f"{i:03d}.png", mask)
+    return root
+
+
+def make_crackforest(root: Path, n: int = 5) -> Path:
+    from scipy.io import savemat
+
+    (root / "groundTruth").mkdir(parents=True)
+    for i in range(1, n + 1):
+        rgb, mask = draw_sample(i, 64, 96)
+        write_rgb(root / "image" / f"{i:03d}.jpg", rgb)
+        segmentation = np.where(mask > 0, 2, 1).astype(np.uint8)
+        boundaries = np.zeros_like(segmentation)
+        savemat(root / "groundTruth" / f"{i:03d}.mat",
+                {"groundTruth": np.array([[{"Segmentation": segmentation, "Boundaries": boundaries}]], dtype=object)})
+    write_rgb(root / "image" / "200.jpg", draw_sample(200, 64, 96)[0])  # unlabelled, as in the real set
+    return root
+
+
+def test_deepcrack_layout_pairs_and_loading(tmp_path):
+    root = make_deepcrack(tmp_path / "dc")
+    assert detect_layout(root) == "deepcrack"
+    pairs = list_pairs(root, "train")
+    assert [p.image.name for p in pairs] == ["000.jpg", "001.jpg", "002.jpg"]
+    assert all(p.mask.parent.name == "train_lab" and p.mask.stem == p.image.stem for p in pairs)
+    folder = CrackFolder(root, "test")
+    rgb, mask = folder[0]
+    expected_rgb, expected_mask = draw_sample(100)
+    assert rgb.dtype == np.uint8 and rgb.shape == (96, 128, 3)
+    assert mask.dtype == bool and np.array_equal(mask, expected_mask > 127)
+    np.testing.assert_allclose(rgb[~mask].mean(axis=0), expected_rgb[~mask].mean(axis=0), atol=3)  # RGB order
+    with pytest.raises(DataError, match="splits train and test"):
+        list_pairs(root, "val")
+
+
+def test_crackforest_mat_ground_truth(tmp_path):
+    root = make_crackforest(tmp_path / "cfd")
+    assert detect_layout(root) == "crackforest"
+    pairs = list_pairs(root, "all")
+    assert len(pairs) == 5 and "200.jpg" not in {p.image.name for p in pairs}  # unlabelled image skipped
+    assert [len(list_pairs(root, s)) for s in ("train", "test")] == [3, 2]  # 60/40 by name
+    _, mask = load_pair(pairs[0])
+    assert np.array_equal(mask, draw_sample(1, 64, 96)[1] > 0)  # Segmentation == 2 is crack
+
+
+def test_crackforest_mat_without_ground_truth_variable(tmp_path):
+    from scipy.io import savemat
+
+    path = tmp_path / "001.mat"
+    savemat(path, {"other": np.zeros((2, 2))})
+    with pytest.raises(DataError, match="001.mat: no 'groundTruth' variable"):
+        read_mask(path)
+
+
+def test_crack500_txt_lists(tmp_path):
+    root = tmp_path / "crack500"
+    lines = []
+    for i in range(2):
+        rgb, mask = draw_sample(i)
+        write_rgb(root / "traincrop" / f"a{i}.jpg", rgb)
+        write_mask(root / "traincrop" / f"a{i}_mask.png", mask)
+        lines.append(f"traincrop/a{i}.jpg traincrop/a{i}_mask.png")
+    (root / "train.txt").write_text("\n".join(lines) + "\n\n")
+    assert detect_layout(root) == "crack500"
+    pairs = list_pairs(root, "train")
+    assert [(p.image.name, p.mask.name) for p in pairs] == [("a0.jpg", "a0_mask.png"), ("a1.jpg", "a1_mask.png")]
+    (root / "test.txt").write_text("traincrop/a0.jpg traincrop/missing.png\n")
+    with pytest.raises(DataError, match=r"test.txt:1: mask file .*missing.png not found"):
+        list_pairs(root, "test")
+    (root / "val.txt").write_text("only-one-field.jpg\n")
+    with pytest.raises(DataError, match=r"val.txt:1: expected '<image> <mask>'"):
+        list_pairs(root, "val")
+    (root / "train.txt").unlink()  # without a list: pair the crops in traincrop/ by stem
+    assert [p.mask.name for p in list_pairs(root, "train")] == ["a0_mask.png", "a1_mask.png"]
+
+
+def test_plain_folder_and_its_errors(tmp_path):
+    root = tmp_path / "plain"
+    rgb, mask = draw_sample(0)
+    write_rgb(root / "images" / "x.png", rgb)
+    write_mask(root / "masks" / "x.png", mask)
+    assert detect_layout(root) == "folder"
+    assert len(CrackFolder(root, "all")) == 1
+
+    write_rgb(root / "images" / "y.jpg", rgb)
+    with pytest.raises(DataError, match=r"y.jpg: no mask for this image"):
+        list_pairs(root, "all")
+
+    write_mask(root / "masks" / "y.png", mask[:50])
+    with pytest.raises(DataError, match=r"y.png: mask is 128x50 but image y.jpg is 128x96"):
+        CrackFolder(root, "all")[1]
+
+
+def test_mask_checks(tmp_path):
+    grey = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (64, 1))  # a gradient: not a mask
+    write_mask(tmp_path / "grey.png", grey)
+    with pytest.raises(DataError, match=r"grey.png: mask is not binary \(91% of pixels"):
+        read_mask(tmp_path / "grey.png")
+    write_mask(tmp_path / "classes.png", np.array([[0, 1], [2, 3]], dtype=np.uint8))
+    with pytest.raises(DataError, match="classes.png: mask values go up to 3 only"):
+        read_mask(tmp_path / "classes.png")
+    write_mask(tmp_path / "zero_one.png", np.array([[0, 1], [1, 0]], dtype=np.uint8))
+    assert read_mask(tmp_path / "zero_one.png").tolist() == [[False, True], [True, False]]
+    soft = np.zeros((20, 20), dtype=np.uint8)
+    soft[:, 10] = 255
+    soft[0, 9] = 128  # one anti-aliased pixel (0.25%): accepted and binarised at > 127
+    write_mask(tmp_path / "soft.png", soft)
+    assert read_mask(tmp_path / "soft.png").sum() == 21
+    with pytest.raises(DataError, match="nowhere.png: mask file not found"):
+        read_mask(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match="not a crack dataset"):
+        detect_layout(tmp_path)
+
+
+def test_crack_input_channels():
+    rgb, mask = draw_sample(3)
+    x = crack_input(rgb)
+    assert x.shape == (4, 96, 128) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:3, 5, 7], rgb[5, 7] / 127.5 - 1, rtol=1e-6)
+    assert set(np.unique(x[3])) == {0.0, 1.0}
+    # Canny fires along both sides of the drawn crack, not on the flat texture far from it.
+    near_crack = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+    assert x[3][near_crack].mean() > 0.2 and x[3][~near_crack].mean() < x[3][near_crack].mean() / 4
+    assert crack_input(rgb, size=64).shape == (4, 64, 64)
+    assert crack_input(rgb, size=(64, 32)).shape == (4, 32, 64)
+    assert crack_input_batch([rgb, rgb], size=32).shape == (2, 4, 32, 32)
+    for name in EDGE_DETECTORS:
+        edges = crack_input(rgb, edge=name)[3]
+        assert edges.shape == (96, 128) and set(np.unique(edges)) <= {0.0, 1.0}
+    assert crack_input(rgb, edge="none")[3].max() == 0
+    with pytest.raises(ValueError, match="unknown edge detector 'hed'"):
+        crack_input(rgb, edge="hed")
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    rng = np.random.default_rng(0)
+    rgb, mask = draw_sample(5)
+    for _ in range(5):
+        crop_rgb, crop_mask = augment_pair(rgb, mask > 0, 64, rng)
+        assert crop_rgb.shape == (64, 64, 3) and crop_mask.shape == (64, 64)
+        if crop_mask.any():  # the crack pixels are the dark ones wherever the crop lands
+            assert crop_rgb[crop_mask].mean() < 90 and crop_rgb[~crop_mask].mean() > 140
+    small_rgb, small_mask = augment_pair(rgb[:40, :50], mask[:40, :50] > 0, 64, rng, max_rotation=0)
+    assert small_rgb.shape == (64, 64, 3) and small_mask.shape == (64, 64)  # padded up to the crop
+
+
+def test_torch_datasets(tmp_path):
+    folder = CrackFolder(make_deepcrack(tmp_path / "dc"), "train")
+    train = CrackTrainDataset(folder, crop=64, repeats=2)
+    assert len(train) == 6
+    torch.manual_seed(0)
+    x, y = train[0]
+    assert x.shape == (4, 64, 64) and y.shape == (1, 64, 64) and x.dtype == torch.float32
+    assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
+
+    x, y = CrackEvalDataset(folder, size=64)[1]
+    assert x.shape == (4, 64, 64) and y.shape == (1, 64, 64)
+    x, y = CrackEvalDataset(folder, mode="pad")[1]  # 128x96 -> 128x96 already multiples of 32
+    assert x.shape == (4, 96, 128) and (y >= 0).all()
+    cropped = CrackFolder(tmp_path / "dc", "test")
+    cropped.pairs = cropped.pairs[:1]
+    write_rgb(tmp_path / "dc2" / "test_img" / "a.jpg", draw_sample(0, 70, 100)[0])
+    write_mask(tmp_path / "dc2" / "test_lab" / "a.png", draw_sample(0, 70, 100)[1])
+    x, y = CrackEvalDataset(CrackFolder(tmp_path / "dc2", "test"), mode="pad")[0]
+    assert x.shape == (4, 96, 128) and (y[0, 70:] == -1).all() and (y[0, :, 100:] == -1).all()
+    assert (y[0, :70, :100] >= 0).all()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        CrackTrainDataset(folder, crop=100)
