@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def demo_command() -> None:
-    """Run the end-to-end demo on synthetic data."""
-    raise NotImplementedError
+import typer
+
+from edgesewer.cli._errors import one_line_errors
+
+
+@one_line_errors
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", help="Where data, runs, artifacts and reports go.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="CI-sized: smaller data and shorter schedules (< 5 min).")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the synthetic data and training.")] = 0,
+) -> None:
+    """Generate synthetic sewer data, train vit-t-dino and scnet briefly, export, run live, benchmark."""
+    from edgesewer.demo import FULL, QUICK, run_demo
+
+    run_demo(out, QUICK if quick else FULL, seed=seed)
