@@ -12,6 +12,7 @@ from edgesewer.cli import benchmark as benchmark_cli
 from edgesewer.cli import data as data_cli
 from edgesewer.cli import demo as demo_cli
 from edgesewer.cli import evaluate as eval_cli
+from edgesewer.cli import export as export_cli
 from edgesewer.cli import models as models_cli
 from edgesewer.cli import run as run_cli
 from edgesewer.cli._pending import add_pending
@@ -28,13 +29,13 @@ app.add_typer(data_cli.app, name="data")
 app.command("eval")(eval_cli.eval_command)
 app.command("demo")(demo_cli.demo_command)
 app.command("models")(models_cli.models_command)
+app.command("export")(export_cli.export_command)
+app.command("build")(export_cli.build_command)
 app.command("run")(run_cli.run_command)
 app.command("benchmark")(benchmark_cli.benchmark_command)
 
 add_pending(app, "train", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
 add_pending(app, "pretrain", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
-add_pending(app, "export", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
-add_pending(app, "build", "Export stage: ONNX, FP16 and calibrated INT8 artifacts, TensorRT engines")
 
 
 def main() -> None:

@@ -1,0 +1,176 @@
+"""INT8 from the cached calibration: a TensorRT-style Q/DQ graph and a CPU-fast ONNX Runtime graph.
+
+`int8` (TensorRT, explicit quantisation; SPEC 6): QuantizeLinear/DequantizeLinear pairs on the
+inputs of Conv/ConvTranspose/Gemm/MatMul with int8 activations and weights, symmetric (zero point
+0, which TensorRT's parser requires), per-channel weights, float biases (no int32 bias
+DequantizeLinear), one dedicated pair per consumer; LayerNorm, Softmax, instance norm and the
+final head stay unquantised.
+
+`int8-cpu` (ONNX Runtime on x86): the symmetric Q/DQ graph runs *slower* than FP32 on the CPU
+(ORT cannot fuse int8-activation Q/DQ around transformer MatMuls), so the CPU artifact is
+either dynamic quantisation (int8 weights, activations quantised per call) or static QOperator
+with uint8 activations from the same calibration; `auto` times both and keeps the faster.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgesewer.errors import ExportError
+from edgesewer.export.calibrate import QUANT_OP_TYPES, Calibration, ort_method
+from edgesewer.export.graph import head_nodes, sensitive_nodes
+
+CPU_MODES = ("auto", "dynamic", "static")
+# Dynamic ConvInteger is slower than FP32 Conv in ORT; dynamic quantisation covers the matmuls.
+_DYNAMIC_OPS = ("MatMul", "Gemm")
+
+
+@dataclass
+class QuantResult:
+    path: Path
+    excluded_nodes: list[str]
+    mode: str = "qdq"
+    timings_ms: dict[str, float] = field(default_factory=dict)  # int8-cpu auto: batch-1 latency per candidate
+
+    @property
+    def speedup(self) -> float | None:
+        """fp32 / chosen int8 batch-1 latency, when both were timed."""
+        if self.mode in self.timings_ms and "fp32" in self.timings_ms:
+            return self.timings_ms["fp32"] / self.timings_ms[self.mode]
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode, "excluded_nodes": len(self.excluded_nodes)}
+        if self.timings_ms:
+            d["timings_ms"] = {k: round(v, 3) for k, v in self.timings_ms.items()}
+        return d
+
+
+def float_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes that must not be quantised: normalisations, softmax and the output heads."""
+    return list(dict.fromkeys([*sensitive_nodes(model), *head_nodes(model)]))
+
+
+def quantize_qdq(src: str | Path, dst: str | Path, calibration: Calibration, weight_qdq_pair: bool = False) -> QuantResult:
+    """The TensorRT-ready Q/DQ INT8 ONNX (see module docstring)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(src))
+    exclude = float_nodes(model)
+    _run_quietly(
+        quantize_static, str(src), str(dst), calibration_data_reader=None,
+        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True,
+        reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude, calibrate_method=ort_method(calibration.method),
+        calibration_cache_path=str(calibration.cache_path),
+        extra_options={
+            "ActivationSymmetric": True, "WeightSymmetric": True,
+            "QuantizeBias": False,  # TensorRT wants float biases; ORT would write int32 bias DQ nodes
+            "DedicatedQDQPair": True, "AddQDQPairToWeight": weight_qdq_pair,
+            # Q/DQ on the inputs of the weighted ops only (TensorRT's recommended placement): a
+            # quantised MatMul output would feed Softmax an int8 tensor, and TensorRT's fused INT8
+            # attention wants Q/DQ before the first matmul and after the softmax, not between.
+            "OpTypesToExcludeOutputQuantization": list(QUANT_OP_TYPES),
+        },
+    )
+    _copy_metadata(model, dst)
+    return QuantResult(Path(dst), exclude, "qdq")
+
+
+def quantize_cpu(
+    src: str | Path, dst: str | Path, calibration: Calibration | None, mode: str = "auto", timing_runs: int = 20,
+) -> QuantResult:
+    """The ONNX Runtime CPU INT8 ONNX: dynamic, static QOperator/u8, or whichever is faster (auto)."""
+    if mode not in CPU_MODES:
+        raise ExportError(f"unknown int8-cpu mode {mode!r}; choose from {', '.join(CPU_MODES)}")
+    if mode in ("static", "auto") and calibration is None:
+        if mode == "static":
+            raise ExportError("static int8-cpu quantisation needs calibration data")
+        mode = "dynamic"
+    model = onnx.load(str(src))
+    exclude = float_nodes(model)
+    if mode != "auto":
+        _quantize_cpu_variant(mode, src, dst, calibration, exclude)
+        _copy_metadata(model, dst)
+        return QuantResult(Path(dst), exclude, mode)
+    with tempfile.TemporaryDirectory(prefix="edgesewer-int8cpu-") as tmp:
+        timings: dict[str, float] = {}
+        for candidate in ("dynamic", "static"):
+            path = Path(tmp) / f"{candidate}.onnx"
+            _quantize_cpu_variant(candidate, src, path, calibration, exclude)
+            timings[candidate] = batch1_latency_ms(path, runs=timing_runs)
+        best = min(timings, key=timings.get)
+        shutil.copyfile(Path(tmp) / f"{best}.onnx", dst)
+        timings["fp32"] = batch1_latency_ms(src, runs=timing_runs)  # reported, so a slower int8 is visible
+    _copy_metadata(model, dst)
+    return QuantResult(Path(dst), exclude, best, timings)
+
+
+def _quantize_cpu_variant(mode: str, src: str | Path, dst: str | Path, calibration: Calibration | None,
+                          exclude: Sequence[str]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if mode == "dynamic":
+        _run_quietly(quantize_dynamic, str(src), str(dst), op_types_to_quantize=list(_DYNAMIC_OPS),
+                     per_channel=False, reduce_range=False, weight_type=QuantType.QInt8,
+                     nodes_to_exclude=list(exclude))
+        return
+    assert calibration is not None
+    # u8 activations x s8 weights is the VNNI/AVX2 fast path of ORT's QLinear kernels.
+    _run_quietly(quantize_static, str(src), str(dst), calibration_data_reader=None,
+                 quant_format=QuantFormat.QOperator, op_types_to_quantize=list(QUANT_OP_TYPES),
+                 per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
+                 weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                 calibrate_method=ort_method(calibration.method),
+                 calibration_cache_path=str(calibration.cache_path))
+
+
+def batch1_latency_ms(path: str | Path, runs: int = 20, warmup: int = 3, threads: int = 0) -> float:
+    """Median batch-1 latency of an ONNX file in ONNX Runtime on the CPU (random input)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    shape = [1 if not isinstance(d, int) else d for d in spec.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(warmup):
+        session.run(None, {spec.name: x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {spec.name: x})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def _run_quietly(fn, *args, **kwargs) -> None:
+    # ORT's quantiser logs "consider pre-processing" warnings at WARNING level on every call.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        fn(*args, **kwargs)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise ExportError(f"quantisation of {args[0]} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        root.setLevel(level)
+
+
+def _copy_metadata(source: onnx.ModelProto, dst: str | Path) -> None:
+    quantized = onnx.load(str(dst))
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(source.metadata_props)
+    onnx.save(quantized, str(dst))

@@ -1,0 +1,107 @@
+"""Which weights an export uses: an explicit checkpoint, the newest one under runs/, or `random`.
+
+`random` builds an untrained model (speed measurements only); the sidecar marks it and accuracy
+reports refuse it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgesewer.errors import DataError, ModelNotFound
+from edgesewer.modelcfg import ModelCfg
+
+RANDOM = "random"
+
+
+@dataclass
+class LoadedModel:
+    """A torch model in eval mode plus everything export needs to know about it."""
+
+    model: object  # torch.nn.Module; typed loosely so this module imports without torch
+    cfg: ModelCfg
+    weights: str  # checkpoint path or "random"
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights == RANDOM
+
+
+def newest_checkpoint(model: str, runs_dir: str | Path = "runs") -> Path:
+    """`runs/<model>/<run>/best.pt` with the latest modification time; DataError naming the train command."""
+    folder = Path(runs_dir) / model
+    found = sorted(folder.glob("*/best.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not found:
+        raise DataError(
+            f"no checkpoint for {model} under {folder}/*/best.pt; train one with "
+            f"`edgesewer train {model} --data DIR`, or pass --weights random for a speed-only export"
+        )
+    return found[-1]
+
+
+def load_for_export(
+    model: str,
+    weights: str | Path | None = None,
+    imgsz: int | None = None,
+    runs_dir: str | Path = "runs",
+) -> LoadedModel:
+    """Build `model` with the requested weights, in eval mode, on the CPU.
+
+    Args:
+        model: registered model name (`vit-t`, `scnet`, ...).
+        weights: a checkpoint path, "random", or None for the newest checkpoint under `runs_dir`.
+        imgsz: input side; None keeps the checkpoint's (or the registered) size.
+
+    Raises:
+        ModelNotFound: unknown model, or a checkpoint trained for another model.
+        DataError: no checkpoint found, or an unreadable one.
+    """
+    from edgesewer.models import create_model, get_entry
+
+    entry = get_entry(model)  # ModelNotFound with "did you mean" for a typo
+    if weights is None:
+        weights = newest_checkpoint(model, runs_dir)
+    if str(weights) == RANDOM:
+        net = _build(create_model, model, {}, imgsz)
+        cfg = getattr(net, "cfg", entry.cfg)
+        label = RANDOM
+    else:
+        from edgesewer.train.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(weights, expect_model=model)
+        cfg = ModelCfg.from_dict(ckpt["model_cfg"])
+        net = _build(create_model, model, dict(ckpt.get("model_kwargs") or {}), imgsz)
+        try:
+            net.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = f"; --imgsz {imgsz} differs from its {cfg.input_size}" if imgsz and imgsz != cfg.input_size else ""
+            raise ModelNotFound(f"{weights}: weights do not fit {model} ({first}){hint}") from None
+        label = str(weights)
+    if imgsz:
+        cfg = dataclasses.replace(cfg, input_size=int(imgsz), extra=dict(cfg.extra))
+    net.eval()
+    return LoadedModel(model=net, cfg=cfg, weights=label)
+
+
+def _build(create_model, model: str, kwargs: dict, imgsz: int | None):
+    """Create the network, handing `img_size` to factories that take it.
+
+    ViTs bake the patch grid into the position embedding, so the size must reach the factory;
+    convolutional factories either ignore it or do not accept it (then it is left out).
+    """
+    if imgsz:
+        try:
+            return create_model(model, **{**kwargs, "img_size": int(imgsz)})
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return create_model(model, **kwargs)
+
+
+def check_input_size(cfg: ModelCfg, imgsz: int) -> None:
+    """Convolutional encoders halve the size five times: refuse sizes they cannot round-trip."""
+    if cfg.task == "segment" and imgsz % 32:
+        raise DataError(f"--imgsz {imgsz}: {cfg.name} needs a multiple of 32")
