@@ -20,8 +20,8 @@ from edgesewer.modelcfg import SEWERML_MEAN, SEWERML_STD  # noqa: E402
 from edgesewer.models.losses import ciw_pos_weight  # noqa: E402
 
 SIZE = 96
-STEPS = 450  # a step budget, not a time budget: a loaded CI runner must not change the outcome
-TIME_LIMIT_S = 300  # the "at most 5 CPU minutes"
+STEPS = 400  # a step budget, not a time budget: a loaded CI runner must not change the outcome
+CPU_LIMIT_S = 300  # the "at most 5 CPU minutes" (process CPU time, all threads)
 
 
 def _scores(model, loader):
@@ -36,7 +36,7 @@ def _scores(model, loader):
 
 @pytest.mark.slow
 def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
-    generate(tmp_path, images=2000, videos=0, crack_images=0, seed=0)
+    generate(tmp_path, images=2000, videos=0, crack_images=0, seed=0, workers=2, progress=False)
     train = load_split(tmp_path / "sewerml", "Train")
     val = load_split(tmp_path / "sewerml", "Val")
     torch.manual_seed(0)
@@ -50,7 +50,7 @@ def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
     model = timm.create_model("resnet10t", num_classes=17, pretrained=False)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.as_tensor(ciw_pos_weight(), dtype=torch.float32))
-    start, step = time.monotonic(), 0
+    start, cpu_start, step = time.monotonic(), time.process_time(), 0
     while step < STEPS:
         model.train()
         for idx in torch.randperm(len(xs)).split(32):
@@ -64,14 +64,14 @@ def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
             step += 1
             if step >= STEPS:
                 break
-    train_s = time.monotonic() - start
+    train_s, train_cpu = time.monotonic() - start, time.process_time() - cpu_start
 
     scores, targets = _scores(model, val_loader)
     trained = evaluate_sewerml(scores, targets)
     constant = evaluate_sewerml(np.ones_like(scores), targets)  # the best constant: all positive
-    print(f"steps={step} in {train_s:.0f} s: trained F2_CIW={trained['F2_CIW']:.3f} F1_Normal={trained['F1_Normal']:.3f} "
+    print(f"steps={step} in {train_s:.0f} s wall, {train_cpu:.0f} s CPU: trained F2_CIW={trained['F2_CIW']:.3f} F1_Normal={trained['F1_Normal']:.3f} "
           f"mAP={trained['mAP']:.3f} | all-ones F2_CIW={constant['F2_CIW']:.3f}")
     assert trained["F2_CIW"] > constant["F2_CIW"] + 0.15
     assert trained["F2_CIW"] > 1.5 * constant["F2_CIW"]
     assert trained["mAP"] > 0.4
-    assert train_s < TIME_LIMIT_S
+    assert train_cpu < CPU_LIMIT_S

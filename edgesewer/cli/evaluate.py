@@ -1,8 +1,8 @@
 """`edgesewer eval`: Sewer-ML metrics for a score CSV against the ground-truth CSV.
 
-The command only gathers (filenames, scores, targets) and hands them to `score_and_report`,
-so that model evaluation (a checkpoint run over an image folder) can later produce the same
-triple and share the reporting.
+The command only gathers (filenames, scores, targets) and hands them to `score_and_report`;
+with --weights/--data the triple comes from running a checkpoint over a Sewer-ML split
+(`edgesewer.train.classify.evaluate_checkpoint`), sharing the reporting.
 """
 
 from __future__ import annotations
@@ -53,12 +53,34 @@ def score_and_report(scores: np.ndarray, targets: np.ndarray, threshold: float, 
 
 @one_line_errors
 def eval_command(
-    scores: Annotated[Path, typer.Option("--scores", help="Score CSV: Filename + the 17 codes (sigmoid probabilities).")],
-    gt: Annotated[Path, typer.Option("--gt", help="Ground truth in Sewer-ML format, e.g. SewerML_Val.csv.")],
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Score CSV: Filename + the 17 codes (sigmoid probabilities).")] = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground truth in Sewer-ML format, e.g. SewerML_Val.csv.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON here.")] = None,
     threshold: Annotated[float, typer.Option(help="A class is predicted when its score is >= this.")] = 0.5,
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", help="A trained checkpoint (best.pt) to run instead of --scores.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="With --weights: the Sewer-ML folder to evaluate on.")] = None,
+    split: Annotated[str, typer.Option("--split", help="With --weights: which SewerML_<split>.csv.")] = "Val",
+    batch: Annotated[int, typer.Option("--batch", help="With --weights: images per forward pass.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="With --weights: auto, cpu, cuda or cuda:N.")] = "auto",
+    save_scores: Annotated[Optional[Path], typer.Option(
+        "--save-scores", help="With --weights: write the score CSV here.")] = None,
 ) -> None:
-    """Score predictions against Sewer-ML ground truth (F2_CIW, F1_Normal, mAP and per-class metrics)."""
+    """Score predictions against Sewer-ML ground truth (F2_CIW, F1_Normal, mAP and per-class metrics).
+
+    Either a score CSV with its ground truth (--scores, --gt) or a checkpoint run over a Sewer-ML
+    folder (--weights, --data).
+    """
+    if weights is not None:
+        if scores is not None or gt is not None:
+            raise DataError("give either --scores/--gt or --weights/--data, not both")
+        if data is None:
+            raise DataError("--weights needs --data DIR (a Sewer-ML folder with SewerML_<split>.csv)")
+        _eval_weights(weights, data, split, batch, device, threshold, json_out, save_scores)
+        return
+    if scores is None or gt is None:
+        raise DataError("give --scores CSV and --gt CSV, or --weights CKPT and --data DIR")
     from edgesewer.data.sewerml import read_scores_csv, read_sewerml_csv
 
     gt_names, targets = read_sewerml_csv(gt)
@@ -68,3 +90,22 @@ def eval_command(
     aligned = align_by_filename(score_names, score_values, gt_names, scores, gt)
     sources = {"scores": str(scores), "gt": str(gt)}
     score_and_report(aligned, targets, threshold, json_out, sources)
+
+
+def _eval_weights(weights: Path, data: Path, split: str, batch: int, device: str, threshold: float,
+                  json_out: Path | None, save_scores: Path | None) -> None:
+    """Run a checkpoint over a labelled split; the report adds the per-class tuned thresholds' F2_CIW."""
+    from edgesewer.data.sewerml import write_scores_csv
+    from edgesewer.train.classify import ciw_f2, evaluate_checkpoint, f2_per_class
+
+    names, values, targets, cfg = evaluate_checkpoint(weights, data, split=split, batch_size=batch, device=device)
+    sources: dict[str, Any] = {"weights": str(weights), "data": str(data), "split": split, "model": cfg.name}
+    if cfg.thresholds is not None:
+        tuned = ciw_f2(f2_per_class(values, targets, np.asarray(cfg.thresholds)))
+        sources["tuned_thresholds"] = {"thresholds": list(cfg.thresholds), "F2_CIW": tuned}
+    score_and_report(values, targets, threshold, json_out, sources)
+    if cfg.thresholds is not None:
+        tuned = 100 * sources["tuned_thresholds"]["F2_CIW"]
+        typer.echo(f"F2_CIW with the checkpoint's per-class thresholds: {tuned:.2f}")
+    if save_scores is not None:
+        typer.echo(f"wrote {write_scores_csv(save_scores, names, values)}")

@@ -1,0 +1,231 @@
+"""Clip mode: a super-image (video-level) model over a sliding window of the live stream. Torch-free.
+
+Every frame is pushed into a ring buffer that holds the last `span_s` seconds, shrunk to the
+model's tile size (so the buffer stays small: 100 tiles of 224 px are 15 MB). Every `stride_s`
+seconds, once the buffer covers the span, 9 frames are picked from the window with the same
+`sample_indices` the model was trained with (segment centres over the window's frames), tiled 3 x 3
+by the same `make_superimage`, normalised by the same `preprocess`, and classified. The result is
+a `ClipPrediction` for the window; consecutive windows in which a code is on merge into clip-level
+`DefectSegment`s for the inspection report.
+
+Runs next to the frame-level models of `edgesewer run` (see `ClipClassifier.push`), or alone on a
+video file (`classify_video`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from edgesewer.data.preprocess import preprocess
+from edgesewer.data.superimage import GRID, N_FRAMES, make_superimage, resize_tile, sample_indices
+from edgesewer.errors import BackendError
+from edgesewer.metrics.videopipe import apply_normal_rule
+from edgesewer.runtime.artifact import Artifact, load_artifact
+from edgesewer.runtime.backends import load_backend
+from edgesewer.runtime.postprocess import sigmoid
+from edgesewer.runtime.segments import DefectSegment
+from edgesewer.taxonomy import CIW, SEWER_CODES, SEWER_DESCRIPTIONS
+
+DEFAULT_SPAN_S = 4.0
+
+
+@dataclass
+class ClipPrediction:
+    """One classified window; frames are inclusive, scores are after the normal rule."""
+
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    frame_indices: list[int]  # the 9 frames tiled, in time order
+    probs: np.ndarray  # raw sigmoid outputs
+    scores: np.ndarray  # after the normal post-processing rule (equal to probs without a normal class)
+    active: np.ndarray  # bool per class: scores >= thresholds
+    classes: tuple[str, ...]
+
+    @property
+    def codes(self) -> list[str]:
+        return [c for c, on in zip(self.classes, self.active) if on]
+
+    def to_event(self) -> dict[str, Any]:
+        """A JSONL event: `{"type": "clip", ...}`."""
+        return {"type": "clip", "start_frame": self.start_frame, "end_frame": self.end_frame,
+                "start_time": round(self.start_time, 3), "end_time": round(self.end_time, 3),
+                "frames": self.frame_indices, "codes": self.codes,
+                "scores": {c: round(float(s), 4) for c, s in zip(self.classes, self.scores)}}
+
+
+class ClipWindow:
+    """Ring buffer of the last `span_s` seconds of frames, stored as RGB tiles."""
+
+    def __init__(self, span_s: float, tile: int, k: int = N_FRAMES, interpolation: str = "bilinear") -> None:
+        if span_s <= 0:
+            raise ValueError(f"the clip span must be positive, got {span_s}")
+        self.span_s, self.tile, self.k, self.interpolation = float(span_s), int(tile), k, interpolation
+        self._frames: deque[tuple[int, float, np.ndarray]] = deque()
+        self._dt = 0.0  # latest frame interval: a window is full when it reaches back one interval short of the span
+
+    def push(self, image_bgr: np.ndarray, index: int, time: float) -> None:
+        # Shrink first, convert after: both are per-pixel/per-channel, so the order does not change the tile.
+        tile = cv2.cvtColor(resize_tile(image_bgr, self.tile, self.interpolation), cv2.COLOR_BGR2RGB)
+        if self._frames:
+            self._dt = max(0.0, time - self._frames[-1][1])
+        self._frames.append((int(index), float(time), tile))
+        # The epsilon keeps frame times like 29 / 10 - 2.0 = 0.8999... from keeping one frame too many.
+        while self._frames and self._frames[0][1] <= time - self.span_s + 1e-6:
+            self._frames.popleft()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def full(self) -> bool:
+        if not self._frames:
+            return False
+        return self._frames[0][1] <= self._frames[-1][1] - self.span_s + self._dt + 1e-6
+
+    @property
+    def last(self) -> tuple[int, float]:
+        index, time, _ = self._frames[-1]
+        return index, time
+
+    def select(self) -> tuple[list[int], list[float], list[np.ndarray]]:
+        """The k frames of the window at `sample_indices` positions: (frame numbers, times, RGB tiles)."""
+        if not self._frames:
+            raise ValueError("the clip window is empty")
+        picks = sample_indices(len(self._frames), self.k)
+        chosen = [self._frames[int(i)] for i in picks]
+        return [c[0] for c in chosen], [c[1] for c in chosen], [c[2] for c in chosen]
+
+    def span(self) -> tuple[int, int, float, float]:
+        (i0, t0, _), (i1, t1, _) = self._frames[0], self._frames[-1]
+        return i0, i1, t0, t1
+
+
+class ClipClassifier:
+    """A video-level artifact run over a sliding window; `push` every frame, `finish` at the end."""
+
+    def __init__(self, artifact: str | Path | Artifact, backend: str | None = None, *, span_s: float | None = None,
+                 stride_s: float | None = None, thresholds: Sequence[float] | np.ndarray | None = None,
+                 normal_threshold: float | None | str = "model", **backend_options: Any) -> None:
+        self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        a, cfg = self.artifact, self.artifact.cfg
+        if a.task != "video":
+            raise BackendError(f"{a.model_path.name}: is a {a.task} model; --clip-model needs a video (super-image) "
+                               "model, e.g. an export of superimage-efficientnet-b0")
+        self.classes = a.classes
+        self.grid = int(cfg.extra.get("grid", GRID))
+        self.tile = int(cfg.extra.get("tile") or cfg.input_size // self.grid)
+        if self.tile * self.grid != cfg.input_size:
+            raise BackendError(f"{a.sidecar_path}: tile {self.tile} x grid {self.grid} != input size {cfg.input_size}")
+        self.span_s = float(span_s or cfg.extra.get("clip_seconds") or DEFAULT_SPAN_S)
+        self.stride_s = float(stride_s) if stride_s else self.span_s / 2
+        self.thresholds = np.asarray(thresholds if thresholds is not None else a.thresholds, dtype=np.float32)
+        if normal_threshold == "model":
+            normal_threshold = cfg.extra.get("normal_threshold")
+        self.normal_class = cfg.extra.get("normal_class")
+        self.normal_threshold = normal_threshold if self.normal_class in self.classes else None
+        self.window = ClipWindow(self.span_s, self.tile, self.grid * self.grid, cfg.interpolation)
+        self.backend = load_backend(a, backend, **backend_options)
+        self.predictions: list[ClipPrediction] = []
+        self._last_end_time: float | None = None
+        self._last_end_frame: int | None = None
+
+    def classify_tiles(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
+        """Sigmoid probabilities (K,) of one clip given its 9 RGB frames (time order)."""
+        cfg = self.artifact.cfg
+        image = make_superimage(tiles, self.tile, grid=self.grid, interpolation=cfg.interpolation)
+        x = preprocess(image, cfg.input_size, cfg.mean, cfg.std, cfg.interpolation)
+        return sigmoid(self.backend.infer(x)["logits"][0])
+
+    def _predict(self) -> ClipPrediction:
+        indices, _, tiles = self.window.select()
+        start_frame, end_frame, start_time, end_time = self.window.span()
+        probs = self.classify_tiles(tiles)
+        scores = apply_normal_rule(probs, self.classes, str(self.normal_class), self.normal_threshold).astype(np.float32)
+        prediction = ClipPrediction(start_frame, end_frame, start_time, end_time, indices, probs, scores,
+                                    scores >= self.thresholds, self.classes)
+        self.predictions.append(prediction)
+        self._last_end_time, self._last_end_frame = end_time, end_frame
+        return prediction
+
+    def push(self, image_bgr: np.ndarray, index: int, time: float) -> ClipPrediction | None:
+        """Add a frame (BGR, as captured); returns a prediction when a window is due."""
+        self.window.push(image_bgr, index, time)
+        if not self.window.full:
+            return None
+        if self._last_end_time is not None and time < self._last_end_time + self.stride_s - 1e-6:
+            return None
+        return self._predict()
+
+    def finish(self) -> ClipPrediction | None:
+        """At the end of a stream: classify the frames not yet covered (a stream shorter than the span included)."""
+        if not len(self.window) or self.window.last[0] == self._last_end_frame:
+            return None
+        return self._predict()
+
+    def segments(self, merge_gap_s: float = 0.0) -> list[DefectSegment]:
+        return clip_segments(self.predictions, merge_gap_s, normal_class=self.normal_class)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def clip_segments(predictions: Sequence[ClipPrediction], merge_gap_s: float = 0.0,
+                  normal_class: str | None = None) -> list[DefectSegment]:
+    """Merge, per code, the windows where it is on and that overlap or lie within `merge_gap_s`.
+
+    A segment spans from its first window's start to its last window's end; peak and mean are over
+    its windows' scores; severity is CIW x peak for Sewer-ML codes (0 for label sets without CIW).
+    The normal class is not a defect and gets no segments.
+    """
+    if not predictions:
+        return []
+    classes = predictions[0].classes
+    sewer = tuple(classes) == SEWER_CODES
+    segments: list[DefectSegment] = []
+    for k, code in enumerate(classes):
+        if code == normal_class:
+            continue
+        runs: list[list[ClipPrediction]] = []
+        for p in sorted((p for p in predictions if p.active[k]), key=lambda p: p.start_time):
+            if runs and p.start_time <= runs[-1][-1].end_time + merge_gap_s + 1e-9:
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        for run in runs:
+            scores = [float(p.scores[k]) for p in run]
+            peak = run[int(np.argmax(scores))]
+            ciw = CIW[code] if sewer else 0.0
+            end = max(run, key=lambda p: p.end_frame)
+            segments.append(DefectSegment(
+                code=code, description=SEWER_DESCRIPTIONS[code] if sewer else f"VideoPipe class {code}",
+                start_frame=run[0].start_frame, end_frame=end.end_frame, start_time=run[0].start_time,
+                end_time=end.end_time, peak_score=max(scores), mean_score=float(np.mean(scores)),
+                frames=end.end_frame - run[0].start_frame + 1, ciw=ciw, severity=ciw * max(scores),
+                peak_frame=peak.frame_indices[len(peak.frame_indices) // 2]))
+    segments.sort(key=lambda s: (s.start_frame, s.code))
+    return segments
+
+
+def classify_video(artifact: str | Path | Artifact, video: str | Path, *, span_s: float | None = None,
+                   stride_s: float | None = None, backend: str | None = None,
+                   **backend_options: Any) -> tuple[list[ClipPrediction], list[DefectSegment]]:
+    """Run clip mode over a whole video file; returns (window predictions, clip-level segments)."""
+    from edgesewer.runtime.sources import open_source
+
+    clip = ClipClassifier(artifact, backend, span_s=span_s, stride_s=stride_s, **backend_options)
+    try:
+        with open_source(str(video)) as source:
+            for frame in source:
+                clip.push(frame.image, frame.index, frame.time)
+        clip.finish()
+        return clip.predictions, clip.segments()
+    finally:
+        clip.close()
