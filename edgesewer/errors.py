@@ -32,6 +32,3 @@ class CaptureError(EdgesewerError):
 class EndOfStream(EdgesewerError):
     """A finite source (file, folder) has no more frames."""
 
-
-class NotBuiltYet(EdgesewerError):
-    """A command whose issue has not landed yet."""

@@ -15,7 +15,7 @@ from edgesewer.cli import evaluate as eval_cli
 from edgesewer.cli import export as export_cli
 from edgesewer.cli import models as models_cli
 from edgesewer.cli import run as run_cli
-from edgesewer.cli._pending import add_pending
+from edgesewer.cli import train as train_cli
 
 app = typer.Typer(
     name="edgesewer",
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 
 app.add_typer(data_cli.app, name="data")
+app.command("train")(train_cli.train_command)
+app.command("pretrain")(train_cli.pretrain_command)
 app.command("eval")(eval_cli.eval_command)
 app.command("demo")(demo_cli.demo_command)
 app.command("models")(models_cli.models_command)
@@ -34,8 +36,6 @@ app.command("build")(export_cli.build_command)
 app.command("run")(run_cli.run_command)
 app.command("benchmark")(benchmark_cli.benchmark_command)
 
-add_pending(app, "train", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
-add_pending(app, "pretrain", "Classification model zoo and training: ViT-T/S with DINO pretraining, Query2Label, MA-Q2L")
 
 
 def main() -> None:
