@@ -40,6 +40,9 @@ def export_command(
     accuracy: Annotated[Optional[bool], typer.Option(
         "--accuracy/--no-accuracy", help="Accuracy per precision on the labelled set (default: on for trained weights).")
     ] = None,
+    classes: Annotated[Optional[Path], typer.Option(
+        help="Zero-shot models (sfr-net): class text file (CODE.name / CODE.text lines) to bake in; "
+             "default: the trained classes.")] = None,
 ) -> None:
     """Export a model to ONNX (fp32/fp16/int8) with a sidecar, and a TensorRT engine when TensorRT is here."""
     from rich.console import Console
@@ -51,7 +54,8 @@ def export_command(
     result = run_export(
         ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
                       calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
-                      imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy),
+                      imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy,
+                      classes=classes),
         log=lambda line: console.print(line, highlight=False),
     )
     console.print(summary_table(result))

@@ -23,6 +23,7 @@ from edgesewer.export.metadata import artifact_stem, build_sidecar, sha256_file,
 from edgesewer.export.profiles import BatchProfile, TargetProfile, default_profile_name, load_profile
 from edgesewer.export.summary import followup_commands
 from edgesewer.modelcfg import ModelCfg
+from edgesewer.taxonomy import SEWER_CODES
 
 if TYPE_CHECKING:
     from edgesewer.export.calibrate import Calibration, ImageSet
@@ -57,6 +58,7 @@ class ExportOptions:
     seed: int = 0
     trt: Any = None  # a tensorrt module (tests pass a stand-in); None = import it if installed
     gpu: tuple[str, str] | None = None  # (name, compute capability); None = ask CUDA
+    classes: str | Path | None = None  # zero-shot models: class text file to bake in (default: trained classes)
 
 
 @dataclass
@@ -130,6 +132,12 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
             raise ExportError(f"--batch must be >= 1, got {opts.batch}")
         batch = BatchProfile(1, min(batch.opt, opts.batch), opts.batch)
     loaded = load_for_export(opts.model, opts.weights, opts.imgsz, opts.runs_dir)
+    if loaded.cfg.task == "zeroshot":
+        # The text side runs here, once: the class embeddings and the class graph are baked into the image model.
+        from edgesewer.models.sfrnet.edge import for_export
+        loaded = for_export(loaded, opts.classes)
+    elif opts.classes is not None:
+        raise ExportError("--classes applies to zero-shot models (sfr-net) only")
     cfg = loaded.cfg
     check_input_size(cfg, cfg.input_size)
     if opts.accuracy and loaded.random_weights:
@@ -291,6 +299,8 @@ class _Stage:
             self.parity[precision] = result.as_dict()
 
     def want_accuracy(self) -> bool:
+        if self.cfg.task == "zeroshot" and tuple(self.cfg.classes) != SEWER_CODES:
+            return False  # new classes have no labels in a Sewer-ML folder
         return self.opts.accuracy is not False and not self.loaded.random_weights
 
     def score_accuracy(self, wanted: list[str]) -> None:
