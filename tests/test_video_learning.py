@@ -29,7 +29,7 @@ TILE = 48  # 160x128 frames shrink 3.3x, like the 96 px stills of the frame-leve
 SIZE = (160, 128)
 # Fixed amounts of training (not time budgets), so the outcome does not depend on the machine's speed.
 STILLS, FRAME_EPOCHS = 2000, 8
-TRAIN_VIDEOS, VAL_VIDEOS, CLIP_EPOCHS = 24, 12, 6
+TRAIN_VIDEOS, VAL_VIDEOS, CLIP_EPOCHS = 40, 12, 5
 
 
 @pytest.fixture(autouse=True)

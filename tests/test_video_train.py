@@ -182,3 +182,21 @@ def test_superimage_starts_from_a_frame_classifier(tmp_path):
     torch.save(timm.create_model("resnet10t", num_classes=17).state_dict(), tmp_path / "r10.pt")
     with pytest.raises(ModelNotFound, match=r"r10.pt: only \d+ of 122 tensors fit resnet18"):
         create_superimage("superimage-resnet18", tile_size=16, classes="sewerml", backbone_ckpt=tmp_path / "r10.pt")
+
+
+def test_k_fold_training_writes_out_of_fold_scores(colour_clips, tmp_path):
+    from edgesewer.train.video_folds import train_folds
+
+    labels = read_labels(colour_clips)
+    overrides = [o for o in TINY if not o.startswith(("video.folds", "train.epochs"))]
+    recipe, video = load_video_recipe(model="superimage-resnet18", overrides=overrides + ["video.folds=2", "train.epochs=1"])
+    metrics = train_folds(recipe, video, labels, tmp_path / "folds")
+    folds = json.loads((tmp_path / "folds" / "folds.json").read_text())["folds"]
+    oof = json.loads((tmp_path / "folds" / "oof_results.json").read_text())
+    assert sorted(oof) == sorted(labels.names)  # every clip scored once, by the model that did not train on it
+    for k in (0, 1):
+        held_out = json.loads((tmp_path / "folds" / f"fold{k}" / "val_results.json").read_text())
+        assert sorted(held_out) == sorted(n for n, f in folds.items() if f == k)
+        for name, scores in held_out.items():
+            np.testing.assert_allclose(oof[name], scores, atol=1e-6)
+    assert 0.0 <= metrics["mAP"] <= 1.0 and json.loads((tmp_path / "folds" / "oof_metrics.json").read_text()) == metrics

@@ -77,7 +77,10 @@ def eval_command(
             raise DataError("give either --scores/--gt or --weights/--data, not both")
         if data is None:
             raise DataError("--weights needs --data DIR (a Sewer-ML folder with SewerML_<split>.csv)")
-        _eval_weights(weights, data, split, batch, device, threshold, json_out, save_scores)
+        if _checkpoint_task(weights) == "segment":
+            _eval_segmenter(weights, data, split, device, json_out)
+        else:
+            _eval_weights(weights, data, split, batch, device, threshold, json_out, save_scores)
         return
     if scores is None or gt is None:
         raise DataError("give --scores CSV and --gt CSV, or --weights CKPT and --data DIR")
@@ -109,3 +112,37 @@ def _eval_weights(weights: Path, data: Path, split: str, batch: int, device: str
         typer.echo(f"F2_CIW with the checkpoint's per-class thresholds: {tuned:.2f}")
     if save_scores is not None:
         typer.echo(f"wrote {write_scores_csv(save_scores, names, values)}")
+
+
+def _checkpoint_task(weights: Path) -> str:
+    from edgesewer.train.checkpoint import load_checkpoint
+
+    return str(load_checkpoint(weights).get("model_cfg", {}).get("task", "classify"))
+
+
+def _eval_segmenter(weights: Path, data: Path, split: str, device: str, json_out: Path | None) -> None:
+    """Crack metrics of a segmenter checkpoint on a crack folder, tiled at its input size, with overlays."""
+    import json
+
+    from edgesewer.data.crack import CrackFolder
+    from edgesewer.export.weights import load_for_export
+    from edgesewer.metrics.crack_eval import evaluate_crack_folder
+    from edgesewer.train.checkpoint import load_checkpoint
+    from edgesewer.train.segment import torch_predict
+
+    name = load_checkpoint(weights)["model_cfg"]["name"]
+    loaded = load_for_export(name, str(weights))
+    cfg = loaded.cfg
+    # Crack sets have train/test splits; "Val" (the Sewer-ML default) means the held-out test images.
+    crack_split = "test" if split.lower() in ("val", "test") else split.lower()
+    out_dir = (json_out.parent if json_out else weights.parent) / f"eval-{crack_split}"
+    metrics = evaluate_crack_folder(
+        torch_predict(loaded.model, "cpu" if device == "auto" else device), CrackFolder(data, crack_split), out_dir,
+        tile=cfg.input_size, overlap=cfg.input_size // 4, edge=cfg.extra.get("edge", "canny"),
+        threshold=(cfg.thresholds or (0.5,))[0])
+    headline = {k: metrics[k] for k in ("ODS", "OIS", "AUPRC", "IoU") if k in metrics}
+    typer.echo("  ".join(f"{k} {100 * v:.2f}" for k, v in headline.items()) + f"   (overlays: {out_dir})")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"weights": str(weights), "data": str(data), "split": crack_split, **metrics},
+                                       indent=2, default=float), encoding="utf-8")
+        typer.echo(f"wrote {json_out}")
