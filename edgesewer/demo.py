@@ -127,7 +127,7 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
     summary = run_inspection(str(video), artifacts["vit-t-dino.int8-cpu"], artifacts["scnet.fp32"],
                              options=RunOptions(output=f"file://{run_dir / 'annotated.mp4'}", headless=True,
                                                 events=run_dir / "events.jsonl", report=run_dir, live_status=False))
-    score = score_report(summary.report / "report.json", video.with_suffix(".json"))
+    score = score_report(summary.report, video.with_suffix(".json"))
     log(f"runtime: {summary.frames} frames ({summary.message}); defect segments vs ground truth: "
         f"precision {score.precision:.2f}, recall {score.recall:.2f} ({score.matched} of {score.truth} matched)")
 
@@ -139,7 +139,7 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
     console.print(f"\n[bold]demo finished in {(time.monotonic() - started) / 60:.1f} min[/bold] "
                   "(synthetic data, CPU, ONNX Runtime; reduced input size and minutes-long schedules)")
     console.print(f"  annotated video   {run_dir / 'annotated.mp4'}")
-    console.print(f"  inspection report {summary.report / 'report.html'}")
+    console.print(f"  inspection report {summary.report.with_name('report.html')}")
     console.print(f"  events            {run_dir / 'events.jsonl'}")
     console.print(f"  benchmark table   {bench_dir / 'benchmark.md'}  (plot: {bench_dir / 'accuracy_vs_fps.png'})")
     return DemoResult(out, cls_ckpt, seg_ckpt, artifacts, run_dir,

@@ -157,10 +157,10 @@ def ensemble(results: Annotated[list[Path], typer.Argument(help="Results JSONs o
              fit_gt: Annotated[Optional[Path], typer.Option(help="Fit weights on these labels (OOF results).")] = None,
              classes: ClassesOpt = "videopipe", step: float = 0.1) -> None:
     """Average folds, or blend models with given or fitted (best OOF mAP) weights."""
-    from edgesewer.data.video import align_results, read_labels, read_results, write_results
+    from edgesewer.data.video import align_results, class_set, read_labels, read_results, write_results
     from edgesewer.train.video_folds import fit_ensemble_weights, weighted_ensemble
 
-    loaded = [read_results(p, 17) for p in results]
+    loaded = [read_results(p, len(class_set(classes))) for p in results]
     w = [float(x) for x in weights.split(",")] if weights else None
     if fit_gt is not None:
         gt = read_labels(fit_gt, classes)
