@@ -16,6 +16,7 @@ from edgesewer.cli import export as export_cli
 from edgesewer.cli import models as models_cli
 from edgesewer.cli import run as run_cli
 from edgesewer.cli import train as train_cli
+from edgesewer.cli import video as video_cli
 
 app = typer.Typer(
     name="edgesewer",
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 
 app.add_typer(data_cli.app, name="data")
+app.add_typer(video_cli.app, name="video")
 app.command("train")(train_cli.train_command)
 app.command("pretrain")(train_cli.pretrain_command)
 app.command("eval")(eval_cli.eval_command)
@@ -35,7 +37,6 @@ app.command("export")(export_cli.export_command)
 app.command("build")(export_cli.build_command)
 app.command("run")(run_cli.run_command)
 app.command("benchmark")(benchmark_cli.benchmark_command)
-
 
 
 def main() -> None:
