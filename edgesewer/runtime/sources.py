@@ -247,13 +247,15 @@ class LiveSource(VideoSource):
             cap.release()
         if self._stop.is_set():
             return False
+        error = CaptureError(
+            f"{self.uri.text}: no frames for {self.reconnect_timeout:.0f} s after the stream dropped "
+            f"({attempt} reconnect attempts); giving up (raise --reconnect-timeout to wait longer)"
+        )
+        # Report before publishing: once read() raises, the pipeline closes its event log.
+        self._on_status(str(error))
         with self._cond:
-            self._error = CaptureError(
-                f"{self.uri.text}: no frames for {self.reconnect_timeout:.0f} s after the stream dropped "
-                f"({attempt} reconnect attempts); giving up (raise --reconnect-timeout to wait longer)"
-            )
+            self._error = error
             self._cond.notify_all()
-        self._on_status(str(self._error))
         return False
 
     def read(self, timeout: float = 1.0) -> Frame | None:
