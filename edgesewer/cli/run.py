@@ -27,6 +27,20 @@ def run_command(
     seg: Annotated[
         Optional[Path], typer.Option("--seg", help="crack segmenter artifact, run on the same frames")
     ] = None,
+    clip_model: Annotated[
+        Optional[Path],
+        typer.Option("--clip-model", help="video-level (super-image) artifact, run over a sliding window of frames"),
+    ] = None,
+    clip_span: Annotated[
+        Optional[float],
+        typer.Option(
+            "--clip-span", metavar="SECONDS", help="seconds of video per clip window (default: the model's clip_seconds)"
+        ),
+    ] = None,
+    clip_stride: Annotated[
+        Optional[float],
+        typer.Option("--clip-stride", metavar="SECONDS", help="seconds between clip windows (default: half the span)"),
+    ] = None,
     backend: Annotated[Optional[str], typer.Option(help="ort | tensorrt (default: from the file type)")] = None,
     providers: Annotated[
         str,
@@ -60,21 +74,24 @@ def run_command(
     min_segment: Annotated[float, typer.Option(help="drop defect segments shorter than this (seconds)")] = 0.2,
     max_frames: Annotated[Optional[int], typer.Option(help="stop after this many frames")] = None,
 ) -> None:
-    """Classify (and segment cracks in) every frame of a source; write events, video and an inspection report.
+    """Classify (and segment cracks in) every frame of a source, and/or classify sliding clips of it with a
+    video-level model; write events, video and an inspection report.
 
     \b
     Examples:
       edgesewer run -m runs/export/vit-t/vit-t.int8-cpu.onnx -s inspection.mp4 --report out/ --headless
       edgesewer run -m vit-t.fp16.engine --seg scnet.fp16.engine -s csi://0 -o display://0
       edgesewer run -m vit-t.fp32.onnx -s rtsp://192.168.1.20:8554/live --events ev.jsonl --smooth kofn:3/5
+      edgesewer run --clip-model superimage-efficientnet-b0.fp16.onnx -s inspection.mp4 --headless --report out/
+      edgesewer run -m vit-t.int8-cpu.onnx --clip-model superimage-resnet18.fp32.onnx --clip-span 4 --clip-stride 1 -s 0
     """
     from rich.console import Console
 
     from edgesewer.runtime.pipeline import RunOptions
     from edgesewer.runtime.runner import run_inspection
 
-    if model is None and seg is None:
-        raise typer.BadParameter("give --model, --seg or both")
+    if model is None and seg is None and clip_model is None:
+        raise typer.BadParameter("give --model, --seg and/or --clip-model")
     options = RunOptions(
         output=output,
         headless=headless,
@@ -101,21 +118,34 @@ def run_command(
         seg_tiles=seg_tiles,
         reconnect_timeout=reconnect_timeout,
         options=options,
+        clip_model=clip_model,
+        clip_span_s=clip_span,
+        clip_stride_s=clip_stride,
     )
     stats = summary.stats
+    frame_models = model is not None or seg is not None  # clip mode alone has no per-frame network or segments
+    network = f"network {stats['network_fps']:.1f} FPS, " if frame_models else ""
     console.print(
         f"{summary.frames} frames in {stats['elapsed_s']:.1f} s: pipeline {stats['pipeline_fps']:.1f} FPS, "
-        f"network {stats['network_fps']:.1f} FPS, {stats['dropped_frames']} dropped ({summary.ended_by})",
+        f"{network}{stats['dropped_frames']} dropped ({summary.ended_by})",
         highlight=False,
     )
-    counts: dict[str, int] = {}
-    for segment in summary.segments:
-        counts[segment.code] = counts.get(segment.code, 0) + 1
-    listed = ", ".join(f"{code} x{n}" for code, n in sorted(counts.items())) or "none"
-    console.print(f"{len(summary.segments)} defect segments: {listed}", highlight=False)
+    if frame_models:
+        console.print(f"{len(summary.segments)} defect segments: {_by_code(summary.segments)}", highlight=False)
+    if clip_model is not None:
+        console.print(f"{len(summary.clip_segments)} clip-level segments: {_by_code(summary.clip_segments)}",
+                      highlight=False)
     if summary.report is not None:
         console.print(f"report: {summary.report.parent / 'report.html'}", highlight=False)
     if summary.events is not None:
         console.print(f"events: {summary.events}", highlight=False)
     if summary.error is not None:
         raise summary.error  # after the report is written: the run still ends with a clear error
+
+
+def _by_code(segments) -> str:
+    """`OB x1, RB x2`, or `none`."""
+    counts: dict[str, int] = {}
+    for segment in segments:
+        counts[segment.code] = counts.get(segment.code, 0) + 1
+    return ", ".join(f"{code} x{n}" for code, n in sorted(counts.items())) or "none"

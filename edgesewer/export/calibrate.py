@@ -4,6 +4,9 @@ Calibration (slow, needs data) is kept apart from quantisation (fast, determinis
 Runtime's own design: the ranges are computed once per (model, image list, input size, method,
 op types) and cached as ORT `TensorsData` JSON; both INT8 variants quantise from the same cache.
 Corrupt images are skipped and counted, never fatal unless nothing is readable.
+
+Super-image (video) models take 9 frames tiled 3 x 3, never a single still: their calibration and
+parity inputs are super-images of 9 copies of each still (`superimage_preparer`).
 """
 
 from __future__ import annotations
@@ -102,8 +105,38 @@ def find_crack_root(root: Path) -> Path:
         raise
 
 
+def is_superimage(cfg: ModelCfg) -> bool:
+    """A video model whose input is 9 frames tiled 3 x 3 (`edgesewer.models.superimage`, `train.video`).
+
+    The frame-based video route trains an ordinary frame classifier (task "classify"): not this.
+    """
+    return cfg.task == "video" and cfg.extra.get("video_kind", "superimage") == "superimage"
+
+
+def superimage_preparer(cfg: ModelCfg) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """RGB stills -> one super-image of 9 copies each, laid out and normalised as the runtime's clip mode does.
+
+    Consecutive frames of an inspection video are near-copies of one scene, so 9 copies of a still
+    are the closest stand-in for a clip; 9 unrelated stills would be a layout training never showed.
+    """
+    from edgesewer.data.preprocess import preprocess
+    from edgesewer.data.superimage import GRID, make_superimage, resize_tile
+
+    grid = int(cfg.extra.get("grid", GRID))
+    tile = int(cfg.extra.get("tile") or cfg.input_size // grid)
+
+    def prepare(images: list[np.ndarray]) -> np.ndarray:
+        canvases = [make_superimage([resize_tile(image, tile, cfg.interpolation)] * (grid * grid), tile, grid=grid,
+                                    interpolation=cfg.interpolation) for image in images]
+        return preprocess(canvases, cfg.input_size, cfg.mean, cfg.std, cfg.interpolation)
+
+    return prepare
+
+
 def input_preparer(cfg: ModelCfg) -> Callable[[list[np.ndarray]], np.ndarray]:
     """RGB uint8 images -> the network input batch, exactly as training and the runtime build it."""
+    if is_superimage(cfg):
+        return superimage_preparer(cfg)
     if cfg.task == "segment":
         from edgesewer.data.edges import crack_input_batch
 

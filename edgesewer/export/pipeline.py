@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from edgesewer.export.weights import LoadedModel
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+VIDEO_ACCURACY = ("a video (super-image) model is not measured on Sewer-ML stills; score the checkpoint on "
+                  "labelled clips with `edgesewer video predict` and `edgesewer video eval`")
 
 
 @dataclass
@@ -142,6 +144,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     check_input_size(cfg, cfg.input_size)
     if opts.accuracy and loaded.random_weights:
         raise ExportError("--accuracy with --weights random: accuracy of untrained weights is meaningless")
+    if opts.accuracy and cfg.task == "video":
+        raise ExportError(f"--accuracy: {VIDEO_ACCURACY}")
     data_dir = Path(opts.calib_data) if opts.calib_data else default_data_dir(cfg.task)
     # Check the data before any slow step: a wrong folder should fail in a second, not after the export.
     from edgesewer.export.calibrate import select_images
@@ -306,6 +310,9 @@ class _Stage:
     def score_accuracy(self, wanted: list[str]) -> None:
         from edgesewer.export.accuracy import AccuracyRow, add_deltas, evaluation_set, score_onnx
 
+        if self.cfg.task == "video":
+            self.notes.append(f"accuracy report skipped: {VIDEO_ACCURACY}")
+            return
         try:
             images = evaluation_set(self.data_dir, self.cfg.task, self.opts.accuracy_images, self.opts.seed)
         except DataError as exc:

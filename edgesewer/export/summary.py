@@ -15,7 +15,7 @@ def followup_commands(result: "ExportResult", model: str, target: str, data_dir:
     requested = [p for p in result.artifacts if p != "fp32"] or ["fp32"]
     main = "int8-cpu" if "int8-cpu" in result.artifacts else requested[0]
     task = result.sidecars["fp32"]["task"]
-    flag = "--seg" if task == "segment" else "--model"
+    flag = "--seg" if task == "segment" else "--clip-model" if task == "video" else "--model"
     source = _demo_source(data_dir)
     commands = []
     if target == "tensorrt" and result.engine is None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgesewer.data.preprocess import preprocess
 from edgesewer.data.superimage import GRID, N_FRAMES, make_superimage, resize_tile, sample_indices
-from edgesewer.errors import BackendError
+from edgesewer.errors import BackendError, EdgesewerError
 from edgesewer.metrics.videopipe import apply_normal_rule
 from edgesewer.runtime.artifact import Artifact, load_artifact
 from edgesewer.runtime.backends import load_backend
@@ -52,6 +52,14 @@ class ClipPrediction:
     @property
     def codes(self) -> list[str]:
         return [c for c, on in zip(self.classes, self.active) if on]
+
+    def label(self, max_codes: int = 3) -> str:
+        """The overlay line: `clip: RB 0.82, OB 0.61` (highest scores first), or `clip: no defect`."""
+        on = sorted(((float(s), c) for c, s, a in zip(self.classes, self.scores, self.active) if a), reverse=True)
+        if not on:
+            return "clip: no defect"
+        more = f" +{len(on) - max_codes}" if len(on) > max_codes else ""
+        return "clip: " + ", ".join(f"{c} {s:.2f}" for s, c in on[:max_codes]) + more
 
     def to_event(self) -> dict[str, Any]:
         """A JSONL event: `{"type": "clip", ...}`."""
@@ -113,7 +121,8 @@ class ClipClassifier:
 
     def __init__(self, artifact: str | Path | Artifact, backend: str | None = None, *, span_s: float | None = None,
                  stride_s: float | None = None, thresholds: Sequence[float] | np.ndarray | None = None,
-                 normal_threshold: float | None | str = "model", **backend_options: Any) -> None:
+                 normal_threshold: float | None | str = "model", providers: str | Sequence[str] = "cpu",
+                 threads: int | None = None, **backend_options: Any) -> None:
         self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
         a, cfg = self.artifact, self.artifact.cfg
         if a.task != "video":
@@ -124,14 +133,19 @@ class ClipClassifier:
         self.tile = int(cfg.extra.get("tile") or cfg.input_size // self.grid)
         if self.tile * self.grid != cfg.input_size:
             raise BackendError(f"{a.sidecar_path}: tile {self.tile} x grid {self.grid} != input size {cfg.input_size}")
-        self.span_s = float(span_s or cfg.extra.get("clip_seconds") or DEFAULT_SPAN_S)
-        self.stride_s = float(stride_s) if stride_s else self.span_s / 2
+        self.span_s = float(span_s if span_s is not None else cfg.extra.get("clip_seconds") or DEFAULT_SPAN_S)
+        self.stride_s = float(stride_s) if stride_s is not None else self.span_s / 2
+        if self.span_s <= 0 or self.stride_s <= 0:
+            raise EdgesewerError(f"the clip span and stride must be positive seconds, got span {self.span_s:g} s, "
+                                 f"stride {self.stride_s:g} s")
         self.thresholds = np.asarray(thresholds if thresholds is not None else a.thresholds, dtype=np.float32)
         if normal_threshold == "model":
             normal_threshold = cfg.extra.get("normal_threshold")
         self.normal_class = cfg.extra.get("normal_class")
         self.normal_threshold = normal_threshold if self.normal_class in self.classes else None
         self.window = ClipWindow(self.span_s, self.tile, self.grid * self.grid, cfg.interpolation)
+        if (backend or "ort") == "ort" and a.format == "onnx":  # ONNX Runtime settings, as for the frame models
+            backend_options = {"providers": providers, "threads": threads, **backend_options}
         self.backend = load_backend(a, backend, **backend_options)
         self.predictions: list[ClipPrediction] = []
         self._last_end_time: float | None = None
@@ -172,6 +186,10 @@ class ClipClassifier:
 
     def segments(self, merge_gap_s: float = 0.0) -> list[DefectSegment]:
         return clip_segments(self.predictions, merge_gap_s, normal_class=self.normal_class)
+
+    def describe(self) -> str:
+        """One line for the console and the report: the model and its window."""
+        return f"{self.artifact.describe()}, {self.span_s:g} s windows every {self.stride_s:g} s"
 
     def close(self) -> None:
         self.backend.close()

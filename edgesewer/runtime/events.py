@@ -2,8 +2,8 @@
 loses nothing already detected.
 
 Event kinds: `start` (what runs on what), `detection` (a frame with active codes or cracks; every
-frame with `every_frame=True`), `status` (stream lost, reconnected, skipped images...), `end`
-(why the run stopped, statistics).
+frame with `every_frame=True`), `status` (stream lost, reconnected, skipped images...), `clip` (one
+classified window of a `--clip-model`), `end` (why the run stopped, statistics).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Annotate frames: active codes with scores and meanings, crack mask tint, MA-Q2L CAM regions, and
-a status bar that names pipeline FPS and network FPS separately.
+"""Annotate frames: active codes with scores and meanings, crack mask tint, MA-Q2L CAM regions, the
+latest clip-level (super-image) prediction, and a status bar that names pipeline FPS and network FPS
+separately.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from edgesewer.runtime.postprocess import FrameResult
 from edgesewer.taxonomy import CIW, SEWER_DESCRIPTIONS
 
 CRACK_BGR = (0, 0, 255)
+CLIP_BGR = (255, 200, 120)  # light blue: a verdict on the last seconds, not on this frame
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -79,6 +81,8 @@ class Overlay:
             lines.append((f"crack: area {crack.area_px:.0f} px, length {crack.length_px:.0f} px", CRACK_BGR))
         if not lines and result.active is not None:
             lines.append(("no defect", (80, 220, 80)))
+        if result.extra.get("clip"):  # set by the pipeline in clip mode: the latest window's verdict
+            lines.append((str(result.extra["clip"]), CLIP_BGR))
         if not lines:
             return
         line_h = int(28 * scale / 0.6)

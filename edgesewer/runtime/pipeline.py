@@ -6,6 +6,10 @@ sources deliver only the newest frame (the source drops and counts stale ones). 
 the sinks run on the calling thread, which also receives Ctrl-C: the first stops capture and lets
 the frames in flight finish, a second stops at once. Either way, and when the source dies, events
 are flushed and the report is written: nothing already detected is lost.
+
+Clip mode (`clip=`, a super-image video model) runs in the sink stage: every frame goes into its
+sliding window, and every stride one window is classified (a "clip" event, a line on the overlay);
+at the end the windows merge into clip-level segments for the report.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 
@@ -39,6 +43,9 @@ from edgesewer.runtime.sinks import default_output, open_sink
 from edgesewer.runtime.sources import Frame, VideoSource
 from edgesewer.runtime.stats import LiveStatus, PipelineStats
 from edgesewer.runtime.uri import parse_output
+
+if TYPE_CHECKING:
+    from edgesewer.runtime.clip import ClipClassifier, ClipPrediction
 
 
 @dataclass
@@ -71,6 +78,7 @@ class RunSummary:
     report: Path | None = None
     events: Path | None = None
     error: EdgesewerError | None = None
+    clip_segments: list[DefectSegment] = field(default_factory=list)  # from the clip model's windows
 
 
 @dataclass
@@ -88,7 +96,7 @@ class _End:
 
 
 class InspectionPipeline:
-    """One run over one source with a classifier and/or a crack segmenter."""
+    """One run over one source with a classifier, a crack segmenter and/or a clip (video-level) model."""
 
     def __init__(
         self,
@@ -97,10 +105,16 @@ class InspectionPipeline:
         segmenter: SegmenterPredictor | None,
         options: RunOptions,
         status: LiveStatus | None = None,
+        *,
+        clip: ClipClassifier | None = None,
     ) -> None:
-        if classifier is None and segmenter is None:
-            raise EdgesewerError("give a classifier (--model) or a crack segmenter (--seg), or both")
+        if classifier is None and segmenter is None and clip is None:
+            raise EdgesewerError(
+                "give a classifier (--model), a crack segmenter (--seg) and/or a clip model (--clip-model)"
+            )
         self.source, self.classifier, self.segmenter, self.opts = source, classifier, segmenter, options
+        self.clip = clip
+        self._clip_label: str | None = None  # the latest window's verdict, shown until the next one
         self.stats = PipelineStats()
         self.status = status or LiveStatus(self.stats, enabled=options.live_status)
         self.status.stats = self.stats
@@ -182,11 +196,12 @@ class InspectionPipeline:
                 self._put(self._q_prepared, item)
                 return
             try:
-                t0 = time.perf_counter()
-                rgb = cv2.cvtColor(item.frame.image, cv2.COLOR_BGR2RGB)
-                for name, predictor in self.predictors:
-                    item.inputs[name] = predictor.prepare(rgb)
-                self.stats.record("preprocess", time.perf_counter() - t0)
+                if self.predictors:  # clip mode alone prepares its own input, in the sink stage
+                    t0 = time.perf_counter()
+                    rgb = cv2.cvtColor(item.frame.image, cv2.COLOR_BGR2RGB)
+                    for name, predictor in self.predictors:
+                        item.inputs[name] = predictor.prepare(rgb)
+                    self.stats.record("preprocess", time.perf_counter() - t0)
             except BaseException as exc:
                 self._fail(self._q_prepared, "preprocess", exc)
                 return
@@ -218,7 +233,8 @@ class InspectionPipeline:
                     for name, predictor in self.predictors:
                         for it, out in zip(pending, predictor.run([it.inputs.pop(name) for it in pending])):
                             it.outputs[name] = out
-                    self.stats.record("infer", time.perf_counter() - t0, frames=len(pending))
+                    if self.predictors:  # clip mode alone infers in the sink stage: no network FPS to claim here
+                        self.stats.record("infer", time.perf_counter() - t0, frames=len(pending))
                 except BaseException as exc:
                     self._fail(self._q_inferred, "inference", exc)
                     return
@@ -250,7 +266,22 @@ class InspectionPipeline:
             )
         return result
 
+    def _push_clip(self, result: FrameResult) -> None:
+        """Feed the clip window; log a classified window and keep its verdict on screen until the next."""
+        prediction = self.clip.push(result.image, result.index, result.time)
+        if prediction is not None:
+            self._write_clip_event(prediction)
+            self._clip_label = prediction.label()
+        if self._clip_label is not None:
+            result.extra["clip"] = self._clip_label
+
+    def _write_clip_event(self, prediction: ClipPrediction) -> None:
+        # "event" like every other line of the log; "type" is what ClipPrediction.to_event names it.
+        self.events.write({"event": "clip", **prediction.to_event()})
+
     def _sinks(self, result: FrameResult) -> None:
+        if self.clip is not None:
+            self._push_clip(result)
         if self.sink is not None:
             annotated = self.overlay.draw(result, self.stats.short_status())
             if hasattr(self.sink, "show"):
@@ -303,9 +334,9 @@ class InspectionPipeline:
         ]
         info = self.run_info()
         self.events.start(**info)
-        for role in ("classifier", "segmenter"):
+        for role, label in (("classifier", "classifier"), ("segmenter", "segmenter"), ("clip_model", "clip model")):
             if role in info:
-                self.status.message(f"{role}: {info[role]} on {info['source']}")
+                self.status.message(f"{label}: {info[role]} on {info['source']}")
         self.stats.start()
         end = _End("error", "the run did not start")
         with self.status:
@@ -331,6 +362,7 @@ class InspectionPipeline:
         if self._interrupted and end.reason != "error":
             end = _End("interrupted", f"interrupted by the user after {self.stats.frames} frames")
         segments = self.tracker.finish()
+        clip_segments = self._finish_clip()
         stats = self.stats.summary()
         info = {
             **self.run_info(),
@@ -339,12 +371,17 @@ class InspectionPipeline:
             "end_message": end.message,
             "stats": stats,
         }
+        if self.clip is not None:
+            info["clip_windows"] = len(self.clip.predictions)
+        counts = {"segments": len(segments), **({"clip_segments": len(clip_segments)} if self.clip else {})}
         report = None
         try:
             if self.opts.report is not None:
-                report = write_report(self.opts.report, segments, info, self.tracker.peak_results, self.overlay)
+                report = write_report(
+                    self.opts.report, segments, info, self.tracker.peak_results, self.overlay, clip_segments
+                )
         finally:
-            self.events.end(ended_by=end.reason, message=end.message, segments=len(segments), stats=stats)
+            self.events.end(ended_by=end.reason, message=end.message, **counts, stats=stats)
             self.events.close()
             if self.sink is not None:
                 self.sink.close()
@@ -352,7 +389,22 @@ class InspectionPipeline:
         error = end.error if isinstance(end.error, EdgesewerError) else None
         if end.error is not None and error is None and not isinstance(end.error, KeyboardInterrupt):
             raise end.error  # a bug: events and report are written, now show the traceback
-        return RunSummary(self.stats.frames, end.reason, end.message, segments, stats, report, self.events.path, error)
+        return RunSummary(
+            self.stats.frames, end.reason, end.message, segments, stats, report, self.events.path, error, clip_segments
+        )
+
+    def _finish_clip(self) -> list[DefectSegment]:
+        """Classify the frames after the last window, then merge the windows into clip-level segments."""
+        if self.clip is None:
+            return []
+        try:
+            last = self.clip.finish()
+        except Exception as exc:  # noqa: BLE001 - the windows already classified must still reach the report
+            self.status.message(f"clip model: the last window failed ({exc}); reporting the windows before it")
+            last = None
+        if last is not None:
+            self._write_clip_event(last)
+        return self.clip.segments(self.opts.merge_gap_s)
 
     def run_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -373,4 +425,9 @@ class InspectionPipeline:
         if self.segmenter is not None:
             info["segmenter"] = self.segmenter.artifact.describe()
             info["crack_threshold"] = self.opts.seg_threshold
+        if self.clip is not None:
+            info["clip_model"] = self.clip.describe()
+            info["clip_backend"] = self.clip.backend.name
+            info["clip_span_s"] = self.clip.span_s
+            info["clip_stride_s"] = self.clip.stride_s
         return info

@@ -87,7 +87,7 @@ def load_predictor(
     artifact = load_artifact(path)
     role = "--seg" if expect == "segment" else "--model"
     if expect == "classify" and artifact.task == "video":
-        raise BackendError(f"{artifact.model_path.name}: a video-level (clip) model; the frame runtime cannot run it")
+        raise BackendError(f"{artifact.model_path.name}: a video-level (clip) model; pass it with --clip-model")
     if (artifact.task == "segment") != (expect == "segment"):
         raise BackendError(
             f"{role} {artifact.model_path.name}: is a {artifact.task} model, {role} needs a {expect} model"

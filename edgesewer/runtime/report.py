@@ -2,6 +2,8 @@
 can open anywhere, with a snapshot of each defect at its peak frame) in one folder.
 
 Written at the end of every run, including Ctrl-C and a dead source, from what was seen so far.
+With a clip model, its window-level segments are listed apart ("Clip-level segments"): they judge
+seconds of video at a time, so they neither merge with nor replace the frame-level ones.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def save_snapshots(
             segment.snapshot = f"snapshots/{name}"
 
 
-def report_dict(segments: Sequence[DefectSegment], run: dict[str, Any]) -> dict[str, Any]:
+def report_dict(
+    segments: Sequence[DefectSegment], run: dict[str, Any], clip_segments: Sequence[DefectSegment] = ()
+) -> dict[str, Any]:
     by_code = Counter(s.code for s in segments)
     return {
         "format_version": REPORT_FORMAT_VERSION,
@@ -70,6 +74,7 @@ def report_dict(segments: Sequence[DefectSegment], run: dict[str, Any]) -> dict[
             "max_severity": round(max((s.severity for s in segments), default=0.0), 4),
         },
         "segments": [s.to_dict() for s in segments],
+        "clip_segments": [s.to_dict() for s in clip_segments],
     }
 
 
@@ -79,13 +84,14 @@ def write_report(
     run: dict[str, Any],
     peaks: dict[int, FrameResult] | None = None,
     overlay: Overlay | None = None,
+    clip_segments: Sequence[DefectSegment] = (),
 ) -> Path:
     """Write snapshots, report.json and report.html into `directory`; returns the JSON path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if peaks:
         save_snapshots(directory, segments, peaks, overlay)
-    data = report_dict(segments, run)
+    data = report_dict(segments, run, clip_segments)
     _write_atomic(directory / "report.json", json.dumps(data, indent=2) + "\n")
     _write_atomic(directory / "report.html", render_html(data))
     return directory / "report.json"
@@ -93,6 +99,18 @@ def write_report(
 
 def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
+
+
+def _segment_cells(number: int, s: dict[str, Any]) -> str:
+    """An open table row with the columns both segment tables share: # code description time frames numbers."""
+    level = "high" if s["severity"] > 0.5 else "medium" if s["severity"] > 0.2 else "low"
+    times = f"{format_time(s['start_time'])} - {format_time(s['end_time'])}"
+    frames = f"{s['start_frame']} - {s['end_frame']}"
+    numbers = "".join(_cell(f"{s[k]:.2f}") for k in ("peak_score", "mean_score", "ciw", "severity"))
+    return (
+        f'<tr class="{level}">{_cell(number)}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
+        f"{_cell(times)}{_cell(frames)}{numbers}"
+    )
 
 
 def render_html(data: dict[str, Any]) -> str:
@@ -115,17 +133,16 @@ def render_html(data: dict[str, Any]) -> str:
             if s.get("snapshot")
             else "<td></td>"
         )
-        level = "high" if s["severity"] > 0.5 else "medium" if s["severity"] > 0.2 else "low"
-        times = f"{format_time(s['start_time'])} - {format_time(s['end_time'])}"
-        frames = f"{s['start_frame']} - {s['end_frame']}"
-        numbers = "".join(_cell(f"{s[k]:.2f}") for k in ("peak_score", "mean_score", "ciw", "severity"))
-        rows.append(
-            f'<tr class="{level}">{_cell(number)}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
-            f"{_cell(times)}{_cell(frames)}{numbers}{_cell(crack)}{image}</tr>"
-        )
-    body = "".join(rows) or '<tr><td colspan="11">No defects detected.</td></tr>'
+        rows.append(f"{_segment_cells(number, s)}{_cell(crack)}{image}</tr>")
+    # A clip-only run has no frame-level model: "no defects" would read as a verdict it never made.
+    clip_only = "clip_model" in run and "classifier" not in run and "segmenter" not in run
+    empty = "No frame-level model in this run (clip mode only)." if clip_only else "No defects detected."
+    body = "".join(rows) or f'<tr><td colspan="11">{empty}</td></tr>'
+    clip_segments = data.get("clip_segments") or []
+    clip_table = _clip_table(clip_segments) if "clip_model" in run or clip_segments else ""
     summary = data["summary"]
     counts = ", ".join(f"{code} x{n}" for code, n in summary["by_code"].items()) or "none"
+    clip_count = f"; {len(clip_segments)} clip-level segments" if clip_table else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sewer inspection report</title>
 <style>
@@ -135,10 +152,24 @@ tr.high td {{ background: #fde2e2; }} tr.medium td {{ background: #fff1db; }}
 </style></head><body>
 <h1>Sewer inspection report</h1>
 <p>{summary["segments"]} defect segments ({html.escape(counts)}); highest severity {summary["max_severity"]:.2f}
-(severity = class-importance weight x peak score).</p>
+(severity = class-importance weight x peak score){clip_count}.</p>
 <table>{facts}</table>
 <table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
 <th>CIW</th><th>severity</th><th>crack</th><th>snapshot</th></tr>
 {body}
-</table></body></html>
+</table>{clip_table}</body></html>
 """
+
+
+def _clip_table(segments: list[dict[str, Any]]) -> str:
+    """The clip model's segments: same columns as the frame-level table, without crack and snapshot."""
+    rows = [f"{_segment_cells(number, s)}</tr>" for number, s in enumerate(segments, start=1)]
+    body = "".join(rows) or '<tr><td colspan="9">No clip-level defects detected.</td></tr>'
+    return f"""
+<h2>Clip-level segments</h2>
+<p>From the video-level (super-image) model: each window of the last seconds is classified as a whole;
+windows in which a code is on and that overlap (or lie within the merge gap) form one segment.</p>
+<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
+<th>CIW</th><th>severity</th></tr>
+{body}
+</table>"""

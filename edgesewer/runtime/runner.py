@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from edgesewer.runtime.clip import ClipClassifier
 from edgesewer.runtime.pipeline import InspectionPipeline, RunOptions, RunSummary
 from edgesewer.runtime.predictors import Predictor, load_predictor
 from edgesewer.runtime.sources import VideoSource, open_source
@@ -43,10 +44,17 @@ def run_inspection(
     reconnect_timeout: float = 60.0,
     options: RunOptions | None = None,
     status: LiveStatus | None = None,
+    clip_model: str | Path | None = None,
+    clip_span_s: float | None = None,
+    clip_stride_s: float | None = None,
 ) -> RunSummary:
-    """Load the artifacts, open the source and run the pipeline; the plain function behind `edgesewer run`."""
+    """Load the artifacts, open the source and run the pipeline; the plain function behind `edgesewer run`.
+
+    `clip_model` adds clip mode (a super-image video model over a sliding window); span and stride
+    default to the model's clip_seconds and half of it.
+    """
     options = options or RunOptions()
-    loaded: list[Predictor] = []
+    loaded: list[Predictor | ClipClassifier] = []
     opened: VideoSource | None = None
     restore = install_sigterm_as_interrupt()
     try:
@@ -58,11 +66,19 @@ def run_inspection(
             else None
         )
         loaded += [segmenter] if segmenter else []
+        clip = (
+            ClipClassifier(
+                clip_model, backend, span_s=clip_span_s, stride_s=clip_stride_s, providers=providers, threads=threads
+            )
+            if clip_model
+            else None
+        )
+        loaded += [clip] if clip else []
         for predictor in loaded:
             predictor.backend.warmup()
         forward: list[Callable[[str], None]] = []
         opened = open_source(source, reconnect_timeout=reconnect_timeout, on_status=lambda m: [f(m) for f in forward])
-        pipeline = InspectionPipeline(opened, classifier, segmenter, options, status)
+        pipeline = InspectionPipeline(opened, classifier, segmenter, options, status, clip=clip)
         forward.append(pipeline.on_source_status)
         return pipeline.run()
     finally:
