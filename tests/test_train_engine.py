@@ -158,6 +158,25 @@ def test_time_budget_stops_after_one_step_and_saves(tmp_path):
     assert (tmp_path / "last.pt").is_file() and len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_budget_schedule_fits_epochs_and_the_lr_schedule_to_the_time_budget(tmp_path):
+    import time
+
+    def slow_eval(model, loader, device):  # ~0.4 s per epoch, so a 2 s budget plans 4 epochs (90 % of it)
+        time.sleep(0.4)
+        return _mean_bce(model, loader, device)
+
+    trainer = _trainer(tmp_path, epochs=100, evaluate=slow_eval, max_minutes=2.0 / 60, budget_schedule=True)
+    trainer.fit()
+    assert 3 <= trainer.cfg.epochs <= 4
+    assert trainer.epoch + 1 == trainer.cfg.epochs and trainer.stop_reason == ""  # ran out its plan, not cut off
+    assert trainer.global_step == trainer.cfg.epochs * trainer.steps_per_epoch
+    # the re-planned OneCycle ends where a run planned for that many epochs from the start ends
+    planned = _trainer(tmp_path / "planned", epochs=trainer.cfg.epochs)
+    planned.fit()
+    final_lr = trainer.optimizer.param_groups[0]["lr"]
+    assert final_lr == pytest.approx(planned.optimizer.param_groups[0]["lr"], rel=1e-9) and final_lr < 1e-2 / 100  # annealed from the 1e-2 peak
+
+
 def test_diverging_loss_is_a_one_line_error(tmp_path):
     broken = nn.Linear(8, 3)
     with torch.no_grad():

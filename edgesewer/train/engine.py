@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,10 @@ class TrainConfig:
     seed: int = 0
     out_dir: Path = Path("runs/model")
     max_minutes: float | None = None  # stop at the first optimiser step past this, then evaluate and save
+    # With max_minutes: after the first epoch, cut `epochs` to what fits the budget and re-plan the
+    # lr schedule over them, so a time-boxed run still warms up and decays (demo, CI) instead of
+    # being cut off early in a schedule planned for `epochs`.
+    budget_schedule: bool = False
     log_every: int = 10  # progress refresh period in batches
     device: str = "auto"
     clip_grad: float | None = None  # global gradient-norm clip
@@ -96,6 +101,7 @@ class Trainer:
         self.optimizer = optimizer_factory(self.model)
         self._build_loaders(train_set, val_set, collate_fn)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
+        self.scheduler_factory = scheduler_factory
         self.scheduler = (scheduler_factory(self.optimizer, self.steps_per_epoch, cfg.epochs)
                           if scheduler_factory else None)
         self.ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema_decay else None
@@ -155,12 +161,15 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         with TrainProgress(enabled=cfg.progress and self.dist.is_main) as progress:
             self.progress = progress
-            for epoch in range(self.start_epoch, cfg.epochs):
+            epoch = self.start_epoch
+            while epoch < cfg.epochs:  # not range(): a budget schedule may shorten the run after epoch 1
                 self.epoch = epoch
                 self._run("on_epoch_start")
                 train_loss, time_up = self._train_epoch(epoch, t0)
                 metrics, weights = self._evaluate()
                 improved = self._update_best(metrics, weights, epoch)
+                if epoch == self.start_epoch and cfg.budget_schedule and cfg.max_minutes and not time_up:
+                    self._fit_schedule_to_budget(time.monotonic() - t0)
                 record = {"epoch": epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"],
                           "step": self.global_step, "minutes": (time.monotonic() - t0) / 60,
                           "improved": improved, **{f"val/{k}": v for k, v in metrics.items()}}
@@ -176,8 +185,30 @@ class Trainer:
                 if time_up:
                     self.stop_reason = f"time budget of {cfg.max_minutes} min reached"
                     break
+                epoch += 1
         barrier()
         return dict(self.best_metrics)
+
+    def _fit_schedule_to_budget(self, first_epoch_s: float) -> None:
+        """Shrink `cfg.epochs` to the epochs that fit `max_minutes` (timed on the first one, validation
+        included) and rebuild the scheduler for that length, replayed to the current step. Plans with 90 %
+        of the budget: epochs vary a little, and the hard time cut should not land in the last one."""
+        cfg = self.cfg
+        fits = int(0.9 * cfg.max_minutes * 60 // max(first_epoch_s, 1e-6))
+        epochs = min(cfg.epochs, max(self.epoch + 1, self.epoch + fits))
+        if epochs == cfg.epochs:
+            return
+        if self.dist.is_main:
+            self.progress.note(f"time budget {cfg.max_minutes} min: {epochs} epochs of {first_epoch_s:.0f} s; "
+                               "lr schedule re-planned over them")
+        cfg.epochs = epochs
+        if self.scheduler_factory is not None:
+            with warnings.catch_warnings():  # replaying steps trips torch's "step before optimizer" warning
+                warnings.simplefilter("ignore")
+                self.scheduler = self.scheduler_factory(self.optimizer, self.steps_per_epoch, epochs)
+                for _ in range(self.global_step):
+                    if self.scheduler is not None:
+                        self.scheduler.step()
 
     def _train_epoch(self, epoch: int, t0: float) -> tuple[float, bool]:
         cfg, accum = self.cfg, self.cfg.accum_steps

@@ -51,3 +51,7 @@ class TrainProgress:
             self._task = None
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
         self.console.print(f"epoch {epoch + 1}/{epochs}  train loss {train_loss:.4f}  {monitor} {shown}")
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message)

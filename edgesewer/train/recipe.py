@@ -70,6 +70,7 @@ class TrainSection:
     early_stop: int | None = None
     seed: int = 0
     max_minutes: float | None = None
+    budget_schedule: bool = False  # with max_minutes: fit epochs and the lr schedule to the budget
     clip_grad: float | None = None
     log_every: int = 10
     device: str = "auto"
