@@ -1,13 +1,15 @@
-"""End to end with trained artifacts: `edgesewer run` on a synthetic inspection video with per-frame
-ground truth must report defect segments that match it.
+"""End to end with a trained classifier: `edgesewer run` with vit-t int8 (ONNX Runtime) and scnet on a
+synthetic inspection video must report defect segments that match the video's per-frame ground truth.
 
-Needs exported artifacts of trained models, so it is skipped unless they are named:
-    EDGESEWER_E2E_MODEL=runs/export/vit-t/vit-t.int8-cpu.onnx   (classifier, required)
-    EDGESEWER_E2E_SEG=runs/export/scnet/scnet.fp32.onnx         (crack segmenter, optional)
-    EDGESEWER_E2E_VIDEO=.../inspection_000.mp4                  (default: the synthetic set's first video;
-                                                                  its ground truth is the .json beside it)
+The classifier is `tests/fixtures/vit-t-synth64/vit-t.int8-cpu.onnx` (+ sidecar): vit-t trained on synthetic
+stills only (not on videos), exported as CPU int8; `tests/fixtures/README.md` has the commands that
+made it. Set EDGESEWER_E2E_MODEL to score another artifact (EDGESEWER_E2E_VIDEO for another video; its
+ground truth is the .json beside it). The crack segmenter is an untrained scnet exported here: it
+exercises the two-model path (crack fields in events and report); its CRACK segments are not scored
+against this Sewer-ML-coded truth (see `score_report`).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -18,12 +20,15 @@ from edgesewer.runtime.pipeline import RunOptions
 from edgesewer.runtime.runner import run_inspection
 from edgesewer.runtime.segments import score_report
 
-# A segment counts as found when a predicted segment of the same code overlaps it with temporal IoU >= 0.3.
-IOU = 0.3
-MIN_RECALL = 0.7
-MIN_PRECISION = 0.6
+FIXTURE = Path(__file__).parent / "fixtures" / "vit-t-synth64" / "vit-t.int8-cpu.onnx"
+MODEL = Path(os.environ.get("EDGESEWER_E2E_MODEL") or FIXTURE)
 
-MODEL = os.environ.get("EDGESEWER_E2E_MODEL")
+# A true segment counts as found when a predicted segment of the same code overlaps it with temporal
+# IoU >= 0.3 (each matched once). The stated values, with what the fixture measured on the default
+# synthetic video in the closing note of issue #9.
+IOU = 0.3
+MIN_RECALL = 0.6
+MIN_PRECISION = 0.5
 
 
 def _video() -> Path:
@@ -34,24 +39,34 @@ def _video() -> Path:
     return default_synthetic_dir() / "videos" / "inspection_000.mp4"
 
 
+@pytest.fixture(scope="module")
+def untrained_scnet(tmp_path_factory):
+    pytest.importorskip("torch")
+    from edgesewer.export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("scnet")
+    result = run_export(ExportOptions(model="scnet", precision="fp32", weights="random", target="ort-cpu",
+                                      imgsz=64, out=out, accuracy=False, progress=False), log=lambda m: None)
+    return result.out_dir / "scnet.fp32.onnx"
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not MODEL, reason="set EDGESEWER_E2E_MODEL to a trained classifier artifact")
-def test_report_segments_match_ground_truth(tmp_path):
+def test_report_segments_match_ground_truth(tmp_path, untrained_scnet):
+    assert MODEL.is_file(), f"{MODEL}: the e2e classifier artifact is missing"
     video = _video()
-    seg = os.environ.get("EDGESEWER_E2E_SEG")
-    options = RunOptions(
-        headless=True,
-        live_status=False,
-        events=tmp_path / "events.jsonl",
-        report=tmp_path / "report",
-        smooth="kofn:3/5",
-    )
-    summary = run_inspection(str(video), MODEL, seg, options=options)
+    options = RunOptions(headless=True, live_status=False, events=tmp_path / "events.jsonl",
+                         report=tmp_path / "report", thresholds="0.5", smooth="kofn:3/5", min_segment_s=0.4)
+    summary = run_inspection(str(video), MODEL, untrained_scnet, options=options)
+    truth = json.loads(video.with_suffix(".json").read_text())
     assert summary.ended_by == "end of stream" and summary.error is None
+    assert summary.frames == truth["n_frames"]
     score = score_report(tmp_path / "report" / "report.json", video.with_suffix(".json"), iou_threshold=IOU)
-    print(
-        f"segments: {score.matched} matched of {score.predicted} predicted / {score.truth} true; "
-        f"precision {score.precision:.2f}, recall {score.recall:.2f}"
-    )
+    print(f"segments: {score.matched} matched of {score.predicted} predicted / {score.truth} true; "
+          f"precision {score.precision:.2f}, recall {score.recall:.2f}")
     assert score.recall >= MIN_RECALL and score.precision >= MIN_PRECISION
-    assert any(e["event"] == "detection" for e in read_events(tmp_path / "events.jsonl"))
+    events = read_events(tmp_path / "events.jsonl")
+    detections = [e for e in events if e["event"] == "detection"]
+    # both models ran on every logged frame: classifier scores of the active codes, and the crack measures
+    assert detections and all("crack_area_px" in e and set(e["scores"]) == set(e["codes"]) for e in detections)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["run"]["segmenter"].startswith("scnet") and report["run"]["classifier"].startswith("vit-t")

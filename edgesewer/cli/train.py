@@ -80,7 +80,7 @@ def _report(result, model: str, data: Path, stage: str, task: str = "classify") 
         best_pt = result.run_dir / "best.pt"
         if task == "classify":
             typer.echo(f"next: edgesewer eval --weights {best_pt} --data {data}")
-        typer.echo(f"{'      ' if task == 'classify' else 'next: '}edgesewer export {best_pt}")
+        typer.echo(f"{'      ' if task == 'classify' else 'next: '}edgesewer export --model {model} --weights {best_pt}")
     else:
         typer.echo(f"next: edgesewer train {model} --data {data} --backbone {result.run_dir / 'backbone.pt'}")
 

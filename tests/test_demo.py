@@ -1,0 +1,79 @@
+"""`edgesewer demo --quick` as a user runs it: the console script in a subprocess, on a fresh folder, with
+no data and no network. It must finish and end with the FPS / accuracy table, and every step must leave
+its files behind (benchmark table/CSV/JSON/plot, annotated video, events, report)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("torch")
+
+MODELS = ("vit-t-dino", "scnet")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    exe = Path(sys.executable).with_name("edgesewer")
+    command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "edgesewer.cli"]
+    done = subprocess.run(command + ["demo", "--quick", "--out", str(out)], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "NO_COLOR": "1"})
+    print(done.stdout[-6000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, " ".join(done.stdout.split())  # Rich wraps long lines; compare words, not layout
+
+
+@pytest.mark.slow
+def test_demo_quick_ends_with_the_trade_off_table(demo):
+    out, stdout = demo
+    table_at = stdout.rindex("edgesewer benchmark:")  # the table's title line
+    tail = stdout[table_at:]
+    for model in MODELS:
+        assert model in tail
+    for word in ("precision", "FPS", "int8", "fp16", "demo finished in", "steps: data"):
+        assert word in tail, word
+    n_frames = json.loads((out / "data" / "videos" / "inspection_000.json").read_text())["n_frames"]
+    assert f"runtime: {n_frames} frames" in stdout and "defect segments vs ground truth" in stdout
+
+
+@pytest.mark.slow
+def test_demo_quick_benchmarks_every_model_and_precision(demo):
+    out, _ = demo
+    bench = out / "benchmark"
+    for name in ("benchmark.md", "benchmark.csv", "benchmark.json", "accuracy_vs_fps.png"):
+        assert (bench / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((bench / "benchmark.csv").open()))
+    measured = {(r["model"], r["precision"]): r for r in rows if r["backend"] == "ort"}
+    for model in MODELS:
+        for precision in PRECISIONS:
+            row = measured[(model, precision)]
+            assert row["status"] == "ok", (model, precision, row["status"])
+            assert float(row["fps_b1"]) > 0 and float(row["p50_ms"]) > 0
+            metric = row["F2_CIW"] if model != "scnet" else row["ODS"]
+            assert 0.0 <= float(metric) <= 1.0
+    # int8 rows say how many images calibrated them; eager PyTorch rows are the 1.00x reference
+    assert measured[("vit-t-dino", "int8")]["calibration_images"] not in ("", "0")
+    eager = [r for r in rows if r["backend"] == "torch-cpu"]
+    assert {r["model"] for r in eager} == set(MODELS)
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_the_live_runtime_on_the_inspection_video(demo):
+    out, _ = demo
+    truth = json.loads((out / "data" / "videos" / "inspection_000.json").read_text())
+    run = out / "inspection"
+    video = cv2.VideoCapture(str(run / "annotated.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == truth["n_frames"]
+    video.release()
+    report = json.loads((run / "report.json").read_text())
+    assert report["run"]["stats"]["frames"] == truth["n_frames"] and report["run"]["ended_by"] == "end of stream"
+    lines = (run / "events.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["event"] == "start" and json.loads(lines[-1])["event"] == "end"
+    assert (run / "report.html").is_file()
