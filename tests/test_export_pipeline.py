@@ -214,3 +214,16 @@ def test_cli_build_with_a_tensorrt_standin(tmp_path, monkeypatch):
         "next:",
         f"  edgesewer run --model {tmp_path / 'tiny.int8.engine'} --source 0 --backend tensorrt",
     ]
+
+
+def test_ma_q2l_calibrates_with_percentile_unless_told_otherwise():
+    import dataclasses
+
+    from edgesewer.export.pipeline import model_calib_method
+    from edgesewer.models import get_entry
+
+    cfg = get_entry("ma-q2l-r101").cfg
+    assert model_calib_method(cfg) == "percentile"
+    saved_before = dataclasses.replace(cfg, extra={k: v for k, v in cfg.extra.items() if k != "calib_method"})
+    assert model_calib_method(saved_before) == "percentile"  # a checkpoint's cfg from before the choice
+    assert model_calib_method(get_entry("vit-t").cfg) is None  # the profile's method applies

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgesewer.errors import DataError, ExportError
+from edgesewer.errors import DataError, ExportError, ModelNotFound
 from edgesewer.export.metadata import artifact_stem, build_sidecar, sha256_file, sidecar_path_for, write_sidecar
 from edgesewer.export.profiles import BatchProfile, TargetProfile, default_profile_name, load_profile
 from edgesewer.export.summary import followup_commands
@@ -32,6 +32,22 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 VIDEO_ACCURACY = ("a video (super-image) model is not measured on Sewer-ML stills; score the checkpoint on "
                   "labelled clips with `edgesewer video predict` and `edgesewer video eval`")
+
+
+def model_calib_method(cfg) -> str | None:
+    """The calibration method a model family registers (cfg.extra["calib_method"]), if any.
+
+    Looked up in the registry too, so checkpoints saved before a family named one still get it.
+    """
+    from edgesewer.models import get_entry
+
+    method = cfg.extra.get("calib_method")
+    if method is None:
+        try:
+            method = get_entry(cfg.name).cfg.extra.get("calib_method")
+        except ModelNotFound:  # an unregistered name simply has no preference
+            method = None
+    return method
 
 
 @dataclass
@@ -257,7 +273,7 @@ class _Stage:
         needs_calibration = "int8" in wanted or self.profile.cpu_int8 != "dynamic"
         if needs_calibration:
             n = self.opts.calib_images or self.profile.int8.images
-            method = self.opts.calib_method or self.profile.int8.method
+            method = self.opts.calib_method or model_calib_method(self.cfg) or self.profile.int8.method
             if n < 1:
                 raise ExportError(f"--calib-images must be >= 1, got {n}")
             with self.timed(f"calibration ({method})") as step:
