@@ -5,6 +5,7 @@ Thin command: options in, `edgesewer.benchmark.run_benchmark` does the work (hea
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,7 +59,7 @@ def benchmark_command(
         threads=threads, calib_images=calib_images, accuracy_images=accuracy_images, pipeline_frames=pipeline_frames,
         eager=eager)
     result = run_benchmark(opts)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # logs are not terminals: room for the table
     table, failed = console_table(result)
     if table.row_count:
         console.print(table)
