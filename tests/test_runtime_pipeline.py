@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -209,6 +210,43 @@ def test_interrupt_flushes_events_and_writes_the_report(files, tmp_path, sig):
     assert [(s.code, s.start_frame, s.end_frame) for s in summary.segments] == [("RB", 20, 39)]
     assert read_events(tmp_path / "ev.jsonl")[-1]["ended_by"] == "interrupted"
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["summary"]["by_code"] == {"RB": 1}
+
+
+def test_second_interrupt_stops_at_once_and_signal_handlers_are_restored(files, tmp_path):
+    root, cls, _, _, _ = files
+    classifier = load_predictor(cls, "classify")
+    classifier.backend = SlowBackend(classifier.backend, seconds=0.1)  # frames in flight take a while to drain
+    pipeline = InspectionPipeline(EndlessSource(), classifier, None, quiet(report=tmp_path / "rep"))
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt_twice():
+        while pipeline.stats.frames < 5:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # two signals sent back to back would reach Python as one
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_twice, daemon=True).start()
+    summary = pipeline.run()
+    assert summary.ended_by == "interrupted" and pipeline._interrupts == 2  # both signals handled, none raised
+    assert signal.getsignal(signal.SIGINT) is before  # the run's handler is gone again
+    assert (tmp_path / "rep" / "report.json").is_file()
+
+
+class SlowBackend:
+    """Wraps a backend and takes `seconds` per call."""
+
+    name = "ort"
+
+    def __init__(self, inner, seconds):
+        self.inner, self.seconds = inner, seconds
+
+    def infer(self, batch):
+        time.sleep(self.seconds)
+        return self.inner.infer(batch)
+
+    def close(self):
+        self.inner.close()
 
 
 class FailingBackend:

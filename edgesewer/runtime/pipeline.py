@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import platform
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
 
@@ -144,7 +145,7 @@ class InspectionPipeline:
         # Last, so that a bad option above leaves no half-opened event log behind.
         self.events = EventWriter(options.events, every_frame=options.events_every_frame)
         self._started = utc_now()
-        self._interrupted = False
+        self._interrupted, self._interrupts = False, 0
 
     # --- worker threads ---------------------------------------------------------------------
 
@@ -303,7 +304,14 @@ class InspectionPipeline:
         self.stats.dropped = self.source.dropped
 
     def _consume(self) -> _End:
+        announced = False
         while True:
+            if self._interrupts and not announced:
+                announced = True
+                self.status.message("stopping: finishing the frames in flight (Ctrl-C again to stop at once)")
+            if self._interrupts >= 2:
+                self._abort.set()
+                return _End("interrupted", "interrupted twice: stopped without finishing frames in flight")
             try:
                 item = self._q_inferred.get(timeout=0.1)
                 if isinstance(item, _End):
@@ -316,17 +324,35 @@ class InspectionPipeline:
                 self._abort.set()
                 message = str(exc) if isinstance(exc, EdgesewerError) else f"postprocess/sinks failed: {exc!r}"
                 return _End("error", message, exc)
-            except KeyboardInterrupt:
-                if self._stop.is_set():
-                    self._abort.set()
-                    return _End("interrupted", "interrupted twice: stopped without finishing frames in flight")
-                self._stop.set()
-                self._interrupted = True
-                self.status.message("stopping: finishing the frames in flight (Ctrl-C again to stop at once)")
+            except KeyboardInterrupt:  # only when run() could not trap the signals (not the main thread)
+                self._on_interrupt()
+
+    def _on_interrupt(self, signum: int | None = None, frame: Any = None) -> None:
+        """Ctrl-C / SIGTERM: the first stops capture, the second stops at once (see _consume).
+
+        Installed as the signal handler while run() runs on the main thread: it only sets flags and
+        never raises, because a KeyboardInterrupt landing inside queue.Queue's condition wait can
+        leave the queue's locks inconsistent and hang every stage.
+        """
+        self._interrupts += 1
+        self._interrupted = True
+        self._stop.set()
+
+    def _trap_signals(self) -> Callable[[], None]:
+        """Route SIGINT and SIGTERM to `_on_interrupt` for the run; returns the restorer."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.signal(sig, self._on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
 
     def run(self) -> RunSummary:
         """Run until the source ends, dies, is interrupted, or `max_frames` is reached."""
-        self._interrupted = False
+        self._interrupted, self._interrupts = False, 0
         self._started = utc_now()
         threads = [
             threading.Thread(target=fn, name=f"edgesewer-{fn.__name__.strip('_')}", daemon=True)
@@ -339,12 +365,14 @@ class InspectionPipeline:
                 self.status.message(f"{label}: {info[role]} on {info['source']}")
         self.stats.start()
         end = _End("error", "the run did not start")
+        restore_signals = self._trap_signals()
         with self.status:
             try:
                 for thread in threads:
                     thread.start()
                 end = self._consume()
             finally:
+                restore_signals()
                 self.stats.stop()
                 self._stop.set()
                 self._abort.set()
@@ -359,7 +387,7 @@ class InspectionPipeline:
         self.events.status(message)
 
     def _finish(self, end: _End) -> RunSummary:
-        if self._interrupted and end.reason != "error":
+        if self._interrupted and end.reason not in ("error", "interrupted"):
             end = _End("interrupted", f"interrupted by the user after {self.stats.frames} frames")
         segments = self.tracker.finish()
         clip_segments = self._finish_clip()
