@@ -15,7 +15,6 @@ papers' settings. `--quick` is the CI-sized version (< 5 minutes on 2 cores).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +95,7 @@ DEMO_VIT_OPTIM = ["optim.schedule=cosine", "optim.warmup_epochs=1", "optim.lr=1e
 def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None = None,
              log: Callable[[str], None] | None = None) -> DemoResult:
     """Run the five steps into `out`; returns where everything went."""
-    from edgesewer.benchmark.report import console_table
+    from edgesewer.benchmark.report import console_table, table_console
     from edgesewer.benchmark.sweep import BenchmarkOptions, run_benchmark
     from edgesewer.benchmark.timing import TimingPlan
     from edgesewer.data.synth import generate
@@ -109,8 +108,7 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
     from edgesewer.train.recipe import load_recipe
     from edgesewer.train.segment import train_segmenter
 
-    # Logs and CI are not terminals: give the table room instead of Rich's 80-column default.
-    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    console = console or table_console()
     log = log or console.print
     out = Path(out)
     started = time.monotonic()

@@ -135,6 +135,16 @@ def markdown(result: "BenchmarkResult", plot_name: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_console():
+    """A Rich console for the trade-off table: the terminal's width, or 150 columns in logs and CI
+    (not terminals), where Rich's 80-column default would fold every row."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 150)
+
+
 def console_table(result: "BenchmarkResult"):
     """A rich Table of the rows that ran (narrower than the Markdown one); failed rows are listed apart."""
     from rich.table import Table

@@ -5,7 +5,6 @@ Thin command: options in, `edgesewer.benchmark.run_benchmark` does the work (hea
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -45,10 +44,8 @@ def benchmark_command(
     eager: Annotated[bool, typer.Option("--eager/--no-eager", help="Time the PyTorch eager reference.")] = True,
 ) -> None:
     """Benchmark exported models: latency p50/p90/p99, throughput, pipeline FPS, memory, accuracy, x eager."""
-    from rich.console import Console
-
     from edgesewer.benchmark import BenchmarkOptions, TimingPlan, run_benchmark
-    from edgesewer.benchmark.report import console_table
+    from edgesewer.benchmark.report import console_table, table_console
     from edgesewer.benchmark.sweep import parse_ints, parse_list
     from edgesewer.errors import EdgesewerError
 
@@ -59,7 +56,7 @@ def benchmark_command(
         threads=threads, calib_images=calib_images, accuracy_images=accuracy_images, pipeline_frames=pipeline_frames,
         eager=eager)
     result = run_benchmark(opts)
-    console = Console(width=None if sys.stdout.isatty() else 150)  # logs are not terminals: room for the table
+    console = table_console()
     table, failed = console_table(result)
     if table.row_count:
         console.print(table)

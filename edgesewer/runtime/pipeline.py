@@ -145,7 +145,7 @@ class InspectionPipeline:
         # Last, so that a bad option above leaves no half-opened event log behind.
         self.events = EventWriter(options.events, every_frame=options.events_every_frame)
         self._started = utc_now()
-        self._interrupted, self._interrupts = False, 0
+        self._interrupts = 0  # Ctrl-C / SIGTERM received during this run
 
     # --- worker threads ---------------------------------------------------------------------
 
@@ -335,7 +335,6 @@ class InspectionPipeline:
         leave the queue's locks inconsistent and hang every stage.
         """
         self._interrupts += 1
-        self._interrupted = True
         self._stop.set()
 
     def _trap_signals(self) -> Callable[[], None]:
@@ -352,7 +351,7 @@ class InspectionPipeline:
 
     def run(self) -> RunSummary:
         """Run until the source ends, dies, is interrupted, or `max_frames` is reached."""
-        self._interrupted, self._interrupts = False, 0
+        self._interrupts = 0
         self._started = utc_now()
         threads = [
             threading.Thread(target=fn, name=f"edgesewer-{fn.__name__.strip('_')}", daemon=True)
@@ -387,7 +386,7 @@ class InspectionPipeline:
         self.events.status(message)
 
     def _finish(self, end: _End) -> RunSummary:
-        if self._interrupted and end.reason not in ("error", "interrupted"):
+        if self._interrupts and end.reason not in ("error", "interrupted"):
             end = _End("interrupted", f"interrupted by the user after {self.stats.frames} frames")
         segments = self.tracker.finish()
         clip_segments = self._finish_clip()

@@ -197,7 +197,7 @@ class Trainer:
         fits = int(0.9 * cfg.max_minutes * 60 // max(first_epoch_s, 1e-6))
         if fits < 2:  # room for one epoch at most: re-planning would just end the run now; keep the time cut
             return
-        epochs = min(cfg.epochs, max(self.epoch + 1, self.epoch + fits))
+        epochs = min(cfg.epochs, self.epoch + fits)
         if epochs == cfg.epochs:
             return
         if self.dist.is_main:
