@@ -83,6 +83,17 @@ def test_worker_processes_give_the_same_images(tmp_path):
         assert path.read_bytes() == (two.out / "sewerml/images" / path.name).read_bytes(), path.name
 
 
+def test_worker_processes_give_the_same_videos(tmp_path):
+    kw = dict(images=0, videos=2, crack_images=0, size=SMALL, seed=2, video_seconds=1.0, fps=10, progress=False)
+    one, two = generate(tmp_path / "one", workers=1, **kw), generate(tmp_path / "two", workers=2, **kw)
+    assert [p.name for p in one.videos] == [p.name for p in two.videos] == ["inspection_000.mp4", "inspection_001.mp4"]
+    for video in one.videos:
+        for suffix in (".mp4", ".json"):
+            a, b = video.with_suffix(suffix), two.out / "videos" / video.with_suffix(suffix).name
+            assert a.read_bytes() == b.read_bytes(), a.name
+    assert one.videos[0].read_bytes() != one.videos[1].read_bytes()  # two different inspections
+
+
 def test_crack_patches_have_binary_masks_under_dark_pixels(small_set):
     crack = small_set / "crack"
     for split, n in (("train", 5), ("test", 1)):

@@ -191,3 +191,41 @@ def test_bad_inspection_json(tmp_path):
         read_inspection_gt(path)
     with pytest.raises(DataError, match="no synthetic inspection videos"):
         cut_inspection_clips(tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+def test_frames_become_a_sewerml_still_set_split_by_video(tmp_path):
+    from edgesewer.data.frames import extract_inspection_frames
+    from edgesewer.data.sewerml import load_split
+
+    first = _inspection_video(tmp_path / "synth" / "videos")
+    second = first.with_name("inspection_001.json")
+    write_numbered_video(second.with_suffix(".mp4"), 20)
+    second.write_text(json.dumps({"fps": 10.0, "n_frames": 20, "water_level": 5,
+                                  "frames": [["OB"] if i >= 10 else [] for i in range(20)]}))
+    summary = extract_inspection_frames(tmp_path / "synth", tmp_path / "frames", stride=4, val_videos=1,
+                                        progress=False)
+    assert (summary.train_images, summary.val_images) == (15, 5)  # frames 0, 4, ... of 60 and of 20
+    assert (summary.train_videos, summary.val_videos) == (["inspection_000"], ["inspection_001"])
+
+    train = load_split(tmp_path / "frames", "Train")
+    assert train.filenames[:2] == ["inspection_000_f000000.png", "inspection_000_f000004.png"]
+    codes = {name: [SEWER_CODES[k] for k in np.flatnonzero(row)] for name, row in zip(train.filenames, train.labels)}
+    # the labels are those of the frame itself: RB in 12..17, FS + RO in 28..32, RO alone in 33..44
+    assert codes["inspection_000_f000012.png"] == ["RB"] and codes["inspection_000_f000016.png"] == ["RB"]
+    assert codes["inspection_000_f000028.png"] == ["FS", "RO"] and codes["inspection_000_f000036.png"] == ["RO"]
+    assert codes["inspection_000_f000020.png"] == [] and codes["inspection_000_f000044.png"] == ["RO"]
+    image = cv2.imread(str(train.image_path(train.filenames.index("inspection_000_f000036.png"))))
+    assert frame_number(image) == 36  # the image is that frame of the video
+
+    val = load_split(tmp_path / "frames", "Val")
+    assert [int(row.any()) for row in val.labels] == [0, 0, 0, 1, 1]
+    header, *rows = (tmp_path / "frames" / "SewerML_Val.csv").read_text().splitlines()
+    assert rows[0].split(",")[1:3] == ["5", "1"]  # water level from the video's JSON, VA set
+
+
+def test_frames_refuse_to_leave_no_training_video(tmp_path):
+    from edgesewer.data.frames import extract_inspection_frames
+
+    _inspection_video(tmp_path / "synth" / "videos")
+    with pytest.raises(DataError, match="1 videos; --val-videos must leave at least one for training"):
+        extract_inspection_frames(tmp_path / "synth", tmp_path / "frames", val_videos=1, progress=False)

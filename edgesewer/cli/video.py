@@ -1,6 +1,7 @@
 """`edgesewer video ...`: video-level classification (super-image models, frame aggregation, VideoPipe format).
 
     edgesewer video cut-synth --data SYNTH --out clips          # synthetic inspection videos -> labelled clips
+    edgesewer video frames --data SYNTH --out frames            # inspection videos -> Sewer-ML-format stills
     edgesewer video folds --labels train.json --out folds.json  # iterative-stratified K folds
     edgesewer video train --labels train.json [--model superimage-efficientnet-b0] [--fold 0]
     edgesewer video folds-train --labels train.json --out runs/si   # every fold + out-of-fold scores
@@ -60,6 +61,22 @@ def cut_synth(data: Annotated[Path, typer.Option("--data", help="Synthetic set (
     labels = cut_inspection_clips(data, out, min_s, max_s, seed, max_side, stride_s=stride_s)
     typer.echo(f"{len(labels)} clips, {int((labels.targets.sum(1) == 0).sum())} normal -> {labels.source}")
     typer.echo(f"next: edgesewer video train --labels {labels.source} --classes sewerml")
+
+
+@app.command("frames")
+@one_line_errors
+def frames(data: Annotated[Path, typer.Option("--data", help="Synthetic set (with videos/) or its videos folder.")],
+           out: Annotated[Path, typer.Option("--out", help="Output folder: images/, SewerML_Train.csv, SewerML_Val.csv.")],
+           stride: Annotated[int, typer.Option(help="Keep every N-th frame (neighbours are near-duplicates).")] = 2,
+           val_videos: Annotated[int, typer.Option(help="The last N videos go to SewerML_Val.csv, whole.")] = 1,
+           max_side: Annotated[Optional[int], typer.Option(help="Shrink frames to this longest side.")] = None) -> None:
+    """Turn inspection videos with per-frame ground truth into a Sewer-ML-format still set for frame classifiers."""
+    from edgesewer.data.frames import extract_inspection_frames
+
+    summary = extract_inspection_frames(data, out, stride, val_videos, max_side)
+    typer.echo(f"{summary.train_images} train frames ({len(summary.train_videos)} videos), "
+               f"{summary.val_images} val frames ({', '.join(summary.val_videos) or 'none'}) -> {summary.out}")
+    typer.echo(f"next: edgesewer train vit-t --data {summary.out}")
 
 
 @app.command("folds")
