@@ -359,3 +359,14 @@ def test_calibration_input_of_a_superimage_model_is_a_superimage(artifact, synth
 
     frame_cfg = load_artifact(make_classifier_artifact(tmp_path / "models")).cfg
     assert not is_superimage(frame_cfg) and input_preparer(frame_cfg)(stills[:1]).shape == (1, 3, 32, 32)
+
+
+def test_export_imgsz_moves_the_tile_with_it(checkpoint):
+    """--imgsz on a super-image export: the sidecar's tile is what the runtime resizes frames to."""
+    from edgesewer.errors import DataError
+    from edgesewer.export.weights import load_for_export
+
+    loaded = load_for_export("superimage-resnet18", checkpoint, imgsz=3 * (TILE + 8))
+    assert loaded.cfg.input_size == 3 * (TILE + 8) and loaded.cfg.extra["tile"] == TILE + 8
+    with pytest.raises(DataError, match=r"--imgsz 100: superimage-resnet18 tiles 3 x 3 frames; needs a multiple of 3"):
+        load_for_export("superimage-resnet18", checkpoint, imgsz=100)

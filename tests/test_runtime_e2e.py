@@ -5,9 +5,16 @@ Needs a trained classifier artifact, so it is skipped unless one is named:
     EDGESEWER_E2E_MODEL=runs/export/vit-t/vit-t.int8-cpu.onnx   (classifier, required)
     EDGESEWER_E2E_VIDEO=.../inspection_000.mp4                  (default: the synthetic set's first video;
                                                                   its ground truth is the .json beside it)
-No such artifact can be made inside CI's time: a ViT-T trained from scratch for 50 CPU minutes on 8,000
-synthetic stills reaches mAP 0.20 and does not transfer to video frames (see issue #9's note). The
-runtime's own segment logic is covered with hand-made artifacts in test_runtime_pipeline/segments/stream.
+No such artifact can be made on a 2-core CPU: a ViT-T trained from scratch for 50 CPU minutes on 8,000
+synthetic stills reaches mAP 0.20 and does not transfer to video frames, and one trained on video frames
+(`edgesewer video frames`: 7,000 frames of 28 videos, 1,500 steps) stays at chance (mAP 0.06) where a
+resnet10t reaches 0.23 in half the steps (see issue #9's note). The route on a GPU:
+    edgesewer data synth --out V --images 0 --videos 200 --crack-images 0 --seed 12 --workers 16
+    edgesewer video frames --data V --out F --val-videos 8
+    edgesewer train vit-t --data F --set train.device=cuda --set model.img_size=224 ...
+    edgesewer export --model vit-t --weights runs/.../best.pt --precision int8 --target ort-cpu
+(seed 12's videos do not include the test video, seed 0 of the default set).
+The runtime's own segment logic is covered with hand-made artifacts in test_runtime_pipeline/segments/stream.
 The crack segmenter is an untrained scnet exported here: it exercises the two-model path (crack fields
 in events and report); its CRACK segments are not scored against Sewer-ML-coded truth (`score_report`).
 """

@@ -72,3 +72,23 @@ def test_cut_synth(tmp_path):
     assert "2 clips, 1 normal" in out.output  # [0, 20) has OB, [20, 40) is normal, the 10-frame rest is dropped
     assert json.loads((tmp_path / "clips" / "labels.json").read_text()) == {
         "clips/inspection_000_c000.mp4": [1], "clips/inspection_000_c001.mp4": []}
+
+
+def test_frames_command(tmp_path):
+    videos = tmp_path / "synth" / "videos"
+    videos.mkdir(parents=True)
+    for k in range(2):
+        writer = cv2.VideoWriter(str(videos / f"inspection_00{k}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 32))
+        for i in range(10):
+            writer.write(np.full((32, 32, 3), 20 * i, dtype=np.uint8))
+        writer.release()
+        frames = [["OB"] if i >= 5 else [] for i in range(10)]
+        _write(videos / f"inspection_00{k}.json", {"fps": 10, "n_frames": 10, "frames": frames})
+    out = runner.invoke(app, ["frames", "--data", str(tmp_path / "synth"), "--out", str(tmp_path / "f"),
+                              "--stride", "5"])
+    assert out.exit_code == 0, out.output
+    assert "2 train frames (1 videos), 2 val frames (inspection_001)" in out.output
+    assert (tmp_path / "f" / "SewerML_Val.csv").read_text().splitlines()[2].startswith("inspection_001_f000005.png")
+    bad = runner.invoke(app, ["frames", "--data", str(tmp_path / "synth"), "--out", str(tmp_path / "g"),
+                              "--val-videos", "2"])
+    assert bad.exit_code != 0 and "--val-videos must leave at least one" in bad.output

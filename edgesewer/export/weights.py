@@ -61,6 +61,8 @@ def load_for_export(
     from edgesewer.models import create_model, get_entry
 
     entry = get_entry(model)  # ModelNotFound with "did you mean" for a typo
+    if imgsz:
+        _check_grid(entry.cfg, int(imgsz))
     if weights is None:
         weights = newest_checkpoint(model, runs_dir)
     if str(weights) == RANDOM:
@@ -81,9 +83,23 @@ def load_for_export(
             raise ModelNotFound(f"{weights}: weights do not fit {model} ({first}){hint}") from None
         label = str(weights)
     if imgsz:
-        cfg = dataclasses.replace(cfg, input_size=int(imgsz), extra=dict(cfg.extra))
+        cfg = _resized_cfg(cfg, int(imgsz))
     net.eval()
     return LoadedModel(model=net, cfg=cfg, weights=label)
+
+
+def _check_grid(cfg: ModelCfg, imgsz: int) -> None:
+    grid = int(cfg.extra.get("grid") or 1)
+    if imgsz % grid:
+        raise DataError(f"--imgsz {imgsz}: {cfg.name} tiles {grid} x {grid} frames; needs a multiple of {grid}")
+
+
+def _resized_cfg(cfg: ModelCfg, imgsz: int) -> ModelCfg:
+    """The cfg at another input side; a super-image's tile (what the runtime resizes frames to) follows it."""
+    extra = dict(cfg.extra)
+    if extra.get("grid"):
+        extra["tile"] = imgsz // int(extra["grid"])
+    return dataclasses.replace(cfg, input_size=imgsz, extra=extra)
 
 
 def _build(create_model, model: str, kwargs: dict, imgsz: int | None):
@@ -93,6 +109,7 @@ def _build(create_model, model: str, kwargs: dict, imgsz: int | None):
     convolutional factories either ignore it or do not accept it (then it is left out).
     """
     if imgsz:
+        kwargs = {k: v for k, v in kwargs.items() if k != "tile_size"}  # a super-image's tile follows the size
         try:
             return create_model(model, **{**kwargs, "img_size": int(imgsz)})
         except TypeError as exc:
