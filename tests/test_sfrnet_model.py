@@ -43,17 +43,26 @@ def test_adapted_clip_equals_plain_clip_at_init():
         plain_text = plain.encode_text(tokens)
         adapted = backbone.image_tokens(images)
         adapted_text = backbone.encode_text(tokens)
+        with adapters_disabled(backbone):
+            bypassed, bypassed_text = backbone.image_tokens(images), backbone.encode_text(tokens)
     assert len(adapters_of(backbone)) == 4  # every block of both towers: 2 visual + 2 text
-    assert torch.equal(adapted[:, 0], plain_image)  # bit-identical: the zero up-projection adds exactly 0
-    assert torch.equal(adapted_text, plain_text)
+    # bit-identical to the bypassed blocks: the zero up-projection adds exactly 0
+    assert torch.equal(adapted, bypassed) and torch.equal(adapted_text, bypassed_text)
+    # and the same function as plain open_clip. Not bit for bit: the token path projects all tokens where
+    # open_clip projects the pooled one, and the CPU BLAS may round by shape and by the weights' memory
+    # alignment (a deep copy moves them): up to 2e-6 seen with open_clip 3.3 and torch 2.14.
+    torch.testing.assert_close(adapted[:, 0], plain_image, rtol=0, atol=1e-5)
+    torch.testing.assert_close(adapted_text, plain_text, rtol=0, atol=1e-5)
     # A trained (non-zero) adapter changes the output, and switching adapters off restores plain CLIP.
+    # (Random weights: a constant-filled up-projection adds the same value to every feature of a token,
+    # which the next LayerNorm removes, so the output would barely move.)
     with torch.no_grad():
-        backbone.text_adapters[0].up.weight.fill_(0.05)
+        backbone.text_adapters[0].up.weight.copy_(0.05 * torch.randn_like(backbone.text_adapters[0].up.weight))
         changed = backbone.encode_text(tokens)
         with adapters_disabled(backbone):
             restored = backbone.encode_text(tokens)
-    assert not torch.allclose(changed, plain_text)
-    assert torch.equal(restored, plain_text)
+    assert (changed - plain_text).abs().max() > 1e-2
+    assert torch.equal(restored, bypassed_text)
 
 
 def test_adapter_runs_parallel_to_the_mlp_from_ln2():
