@@ -11,16 +11,17 @@ training video: neighbouring frames are near-duplicates, and a frame split would
 
 from __future__ import annotations
 
-import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
+from edgesewer.data.sewerml import write_labels_csv
 from edgesewer.data.video import _open, find_inspection_videos, read_inspection_gt
 from edgesewer.errors import DataError
-from edgesewer.taxonomy import SEWER_CODES, SEWER_CSV_HEADER
+from edgesewer.taxonomy import SEWER_CODES
 
 
 @dataclass
@@ -38,13 +39,24 @@ def _water_level(json_path: Path) -> int:
     return int(value) if isinstance(value, (int, float)) else 0
 
 
-def _rows_of_video(json_path: Path, image_dir: Path, stride: int, max_side: int | None,
-                   advance) -> list[list]:
-    """Write the sampled frames of one video; its CSV rows (Sewer-ML columns)."""
+@dataclass
+class _Rows:
+    """CSV rows of a split: file names, (N, 17) labels, water levels."""
+
+    names: list[str] = field(default_factory=list)
+    labels: list[list[int]] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        write_labels_csv(path, self.names, np.array(self.labels, dtype=np.uint8).reshape(-1, len(SEWER_CODES)),
+                         self.levels)
+
+
+def _add_video(rows: _Rows, json_path: Path, image_dir: Path, stride: int, max_side: int | None, advance) -> None:
+    """Write the sampled frames of one video as PNGs and add their rows."""
     gt = read_inspection_gt(json_path)
     level = _water_level(json_path)
     cap = _open(gt.video)
-    rows: list[list] = []
     try:
         for index in range(gt.n_frames):
             ok, image = cap.read()
@@ -60,20 +72,11 @@ def _rows_of_video(json_path: Path, image_dir: Path, stride: int, max_side: int 
             name = f"{gt.video.stem}_f{index:06d}.png"
             if not cv2.imwrite(str(image_dir / name), image):
                 raise DataError(f"{image_dir / name}: could not write the frame")
-            labels = [int(code in gt.frames[index]) for code in SEWER_CODES]
-            defect = int(any(labels))
-            va = int(level > 0)
-            rows.append([name, level, va, *labels, int(not defect and not va), defect])
+            rows.names.append(name)
+            rows.labels.append([int(code in gt.frames[index]) for code in SEWER_CODES])
+            rows.levels.append(level)
     finally:
         cap.release()
-    return rows
-
-
-def _write_csv(path: Path, rows: list[list]) -> None:
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(SEWER_CSV_HEADER)
-        writer.writerows(rows)
 
 
 def extract_inspection_frames(root: str | Path, out: str | Path, stride: int = 2, val_videos: int = 1,
@@ -91,16 +94,15 @@ def extract_inspection_frames(root: str | Path, out: str | Path, stride: int = 2
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     split_at = len(jsons) - val_videos
-    train_rows: list[list] = []
-    val_rows: list[list] = []
+    train_rows, val_rows = _Rows(), _Rows()
     total = sum(len(read_inspection_gt(p).frames) for p in jsons)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("video frames", total=total)
         for k, json_path in enumerate(jsons):
-            rows = _rows_of_video(json_path, image_dir, stride, max_side, lambda: bar.advance(task))
-            (train_rows if k < split_at else val_rows).extend(rows)
-    _write_csv(out / "SewerML_Train.csv", train_rows)
-    _write_csv(out / "SewerML_Val.csv", val_rows)
-    return FrameSetSummary(out, len(train_rows), len(val_rows),
+            _add_video(train_rows if k < split_at else val_rows, json_path, image_dir, stride, max_side,
+                       lambda: bar.advance(task))
+    train_rows.write(out / "SewerML_Train.csv")
+    val_rows.write(out / "SewerML_Val.csv")
+    return FrameSetSummary(out, len(train_rows.names), len(val_rows.names),
                            [p.stem for p in jsons[:split_at]], [p.stem for p in jsons[split_at:]])
 

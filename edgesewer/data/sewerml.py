@@ -208,6 +208,24 @@ def write_scores_csv(path: str | Path, filenames: Sequence[str], scores: np.ndar
     return path
 
 
+def write_labels_csv(path: str | Path, filenames: Sequence[str], labels: np.ndarray, water_levels: Sequence[int]) -> Path:
+    """Write a labelled split in the Sewer-ML layout (`SEWER_CSV_HEADER`).
+
+    VA = water level annotated (> 0); ND = normal without a water annotation; Defect = any code.
+    """
+    from edgesewer.taxonomy import SEWER_CSV_HEADER
+
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(SEWER_CSV_HEADER)
+        for name, row, level in zip(filenames, np.asarray(labels), water_levels):
+            defect = int(row.any())
+            va = int(level > 0)
+            writer.writerow([name, int(level), va, *(int(v) for v in row), int(not defect and not va), defect])
+    return path
+
+
 # --------------------------------------------------------------------------------------------- splits
 
 def _find_csv(root: Path, split: str) -> Path:

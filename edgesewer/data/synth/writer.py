@@ -9,7 +9,6 @@ Layout under `out` (other modules rely on it):
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import os
@@ -28,8 +27,9 @@ from edgesewer.data.synth.cracks import render_crack_patch
 from edgesewer.data.synth.sampling import sample_labels, sample_water_levels, split_validation
 from edgesewer.data.synth.still import render_sample
 from edgesewer.data.synth.video import render_video
+from edgesewer.data.sewerml import write_labels_csv
 from edgesewer.errors import DataError
-from edgesewer.taxonomy import SEWER_CODES, SEWER_CSV_HEADER
+from edgesewer.taxonomy import SEWER_CODES
 
 MANIFEST = "synth.json"
 _OWNED = ("sewerml", "crack", "videos")
@@ -165,23 +165,11 @@ def _write_sewerml(folder: Path, n: int, seed: int, size, val_fraction: float, w
     summary.train_csv = folder / "SewerML_Train.csv"
     summary.val_csv = folder / "SewerML_Val.csv"
     for split, csv_path, rows in (("train", summary.train_csv, ~is_val), ("val", summary.val_csv, is_val)):
-        _write_csv(csv_path, [names[i] for i in np.flatnonzero(rows)], labels[rows], levels[rows])
+        write_labels_csv(csv_path, [names[i] for i in np.flatnonzero(rows)], labels[rows], levels[rows])
         split_labels = labels[rows]
         counts = {"images": int(rows.sum()), "normal": int((~split_labels.any(axis=1)).sum())}
         counts.update({c: int(v) for c, v in zip(SEWER_CODES, split_labels.sum(axis=0))})
         summary.counts[split] = counts
-
-
-def _write_csv(path: Path, names: list[str], labels: np.ndarray, levels: np.ndarray) -> None:
-    """Sewer-ML CSV: VA = water level annotated (> 0); ND = normal without a water annotation."""
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(SEWER_CSV_HEADER)
-        for name, row, level in zip(names, labels, levels):
-            defect = int(row.any())
-            va = int(level > 0)
-            nd = int(not defect and not va)
-            writer.writerow([name, int(level), va, *(int(v) for v in row), nd, defect])
 
 
 def _write_cracks(folder: Path, n: int, seed: int, size, bar: Progress, summary: SynthSummary) -> None:
