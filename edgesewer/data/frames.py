@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edgesewer.data.sewerml import write_labels_csv
-from edgesewer.data.video import _open, find_inspection_videos, read_inspection_gt
+from edgesewer.data.video import InspectionGT, _open, find_inspection_videos, read_inspection_gt
 from edgesewer.errors import DataError
 from edgesewer.taxonomy import SEWER_CODES
 
@@ -52,10 +52,9 @@ class _Rows:
                          self.levels)
 
 
-def _add_video(rows: _Rows, json_path: Path, image_dir: Path, stride: int, max_side: int | None, advance) -> None:
+def _add_video(rows: _Rows, gt: InspectionGT, level: int, image_dir: Path, stride: int, max_side: int | None,
+               advance) -> None:
     """Write the sampled frames of one video as PNGs and add their rows."""
-    gt = read_inspection_gt(json_path)
-    level = _water_level(json_path)
     cap = _open(gt.video)
     try:
         for index in range(gt.n_frames):
@@ -95,11 +94,11 @@ def extract_inspection_frames(root: str | Path, out: str | Path, stride: int = 2
     image_dir.mkdir(parents=True, exist_ok=True)
     split_at = len(jsons) - val_videos
     train_rows, val_rows = _Rows(), _Rows()
-    total = sum(len(read_inspection_gt(p).frames) for p in jsons)
+    videos = [(read_inspection_gt(p), _water_level(p)) for p in jsons]
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("video frames", total=total)
-        for k, json_path in enumerate(jsons):
-            _add_video(train_rows if k < split_at else val_rows, json_path, image_dir, stride, max_side,
+        task = bar.add_task("video frames", total=sum(gt.n_frames for gt, _ in videos))
+        for k, (gt, level) in enumerate(videos):
+            _add_video(train_rows if k < split_at else val_rows, gt, level, image_dir, stride, max_side,
                        lambda: bar.advance(task))
     train_rows.write(out / "SewerML_Train.csv")
     val_rows.write(out / "SewerML_Val.csv")

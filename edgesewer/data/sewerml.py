@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from edgesewer.errors import DataError
-from edgesewer.taxonomy import SEWER_CODES
+from edgesewer.taxonomy import SEWER_CODES, SEWER_CSV_HEADER
 
 FILENAME = "Filename"
 _CHUNK = 65536  # rows converted to numpy at a time: keeps 1M-row CSVs at a few hundred MB
@@ -213,8 +213,6 @@ def write_labels_csv(path: str | Path, filenames: Sequence[str], labels: np.ndar
 
     VA = water level annotated (> 0); ND = normal without a water annotation; Defect = any code.
     """
-    from edgesewer.taxonomy import SEWER_CSV_HEADER
-
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")

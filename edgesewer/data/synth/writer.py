@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from edgesewer.data.sewerml import write_labels_csv
 from edgesewer.data.synth.cracks import render_crack_patch
 from edgesewer.data.synth.sampling import sample_labels, sample_water_levels, split_validation
 from edgesewer.data.synth.still import render_sample
 from edgesewer.data.synth.video import render_video
-from edgesewer.data.sewerml import write_labels_csv
 from edgesewer.errors import DataError
 from edgesewer.taxonomy import SEWER_CODES
 
@@ -214,9 +214,9 @@ def _write_videos(folder: Path, n: int, seed: int, size, seconds: float, fps: in
         task = bar.add_task("inspection videos", total=n)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(min(workers, n), initializer=_init_worker) as pool:
-            for _ in pool.imap(_render_video_job, jobs):
+            for mp4 in pool.imap(_render_video_job, jobs):  # in order: the list matches the names
+                summary.videos.append(mp4)
                 bar.advance(task)
-        summary.videos += [folder / f"{job[1]}.mp4" for job in jobs]
         return
     for k, job in enumerate(jobs):
         task = bar.add_task(f"video {k + 1}/{n}", total=max(1, int(round(seconds * fps))))
