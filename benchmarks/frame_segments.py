@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -29,12 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from edgesewer.data.images import read_image  # noqa: E402
 from edgesewer.data.preprocess import preprocess  # noqa: E402
 from edgesewer.data.sewerml import load_split  # noqa: E402
+from edgesewer.data.video import probe_video, read_frames  # noqa: E402
 from edgesewer.metrics.sewerml import evaluate_sewerml  # noqa: E402
 from edgesewer.modelcfg import SEWERML_MEAN, SEWERML_STD  # noqa: E402
 from edgesewer.models.losses import ciw_pos_weight  # noqa: E402
 from edgesewer.runtime.postprocess import FrameResult, TemporalSmoother, parse_smoothing  # noqa: E402
 from edgesewer.runtime.segments import SegmentTracker, load_truth_segments, score_segments  # noqa: E402
 from edgesewer.taxonomy import SEWER_CODES  # noqa: E402
+from edgesewer.train.video import build_frame_model  # noqa: E402
 
 
 def segment_score(probs: np.ndarray, truth: Path, threshold: float, fps: float = 25.0):
@@ -52,28 +53,6 @@ def decode(images: list[np.ndarray], size: int, interpolation: str) -> torch.Ten
     chunks = [preprocess(images[i:i + 256], size, SEWERML_MEAN, SEWERML_STD, interpolation)
               for i in range(0, len(images), 256)]
     return torch.from_numpy(np.concatenate(chunks)).half()  # half: 24k frames at 96 px in 1.3 GB
-
-
-def video_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
-def build(arch: str, size: int) -> torch.nn.Module:
-    if arch.startswith("timm:"):
-        import timm
-
-        return timm.create_model(arch[5:], num_classes=len(SEWER_CODES))
-    from edgesewer.models import create_model
-
-    return create_model(arch, img_size=size)
 
 
 def main() -> None:
@@ -96,13 +75,14 @@ def main() -> None:
         from edgesewer.data.synth.writer import default_synthetic_dir
 
         args.video = default_synthetic_dir() / "videos" / "inspection_000.mp4"
-    model = build(args.arch, args.size)
+    model = build_frame_model(args.arch, SEWER_CODES, args.size)
     interpolation = args.interpolation or getattr(getattr(model, "cfg", None), "interpolation", "bilinear")
     train, val = load_split(args.data, "Train"), load_split(args.data, "Val")
     t0 = time.monotonic()
     xs = decode([read_image(train.image_path(i)) for i in range(len(train))], args.size, interpolation)
     xv = decode([read_image(val.image_path(i)) for i in range(len(val))], args.size, interpolation)
-    xt = decode(video_frames(args.video), args.size, interpolation)
+    xt = decode(read_frames(args.video, range(probe_video(args.video).n_frames), seek_gap=None), args.size,
+                interpolation)
     ys, yv = torch.from_numpy(train.labels.astype(np.float32)), val.labels.astype(np.float32)
     print(f"{args.arch} at {args.size} px: {len(xs)} train / {len(xv)} val frames, test video {len(xt)} frames "
           f"(decoded in {time.monotonic() - t0:.0f} s)", flush=True)

@@ -9,7 +9,8 @@ No such artifact can be made on a 2-core CPU. The data are not the problem: on 2
 synthetic videos (`edgesewer video frames`), a resnet10t trained for 15 CPU minutes finds all 6 segments
 of the test video (`benchmarks/frame_segments.py`). A ViT-T from scratch on the same frames stays at
 chance (val mAP 0.05-0.08): 3,000 steps at lr 3e-4, 3,000 steps distilled from that CNN at lr 1e-3, and
-6 epochs of `edgesewer train vit-t` at lr 1e-3; on stills it reaches mAP 0.20 after 50 CPU minutes. The route on a GPU:
+6 epochs of `edgesewer train vit-t` at lr 1e-3; on stills it reaches mAP 0.20 after 50 CPU minutes.
+The route on a GPU:
     edgesewer data synth --out V --images 0 --videos 200 --crack-images 0 --seed 12 --workers 16
     edgesewer video frames --data V --out F --val-videos 8
     edgesewer train vit-t --data F --set train.device=cuda --set model.img_size=224 ...

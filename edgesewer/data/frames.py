@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edgesewer.data.sewerml import write_labels_csv
-from edgesewer.data.video import InspectionGT, _open, find_inspection_videos, read_inspection_gt
+from edgesewer.data.video import InspectionGT, _open, find_inspection_videos, read_inspection_gt, shrink_to
 from edgesewer.errors import DataError
 from edgesewer.taxonomy import SEWER_CODES
 
@@ -64,10 +64,7 @@ def _add_video(rows: _Rows, gt: InspectionGT, level: int, image_dir: Path, strid
             advance()
             if index % stride:
                 continue
-            if max_side and max(image.shape[:2]) > max_side:
-                scale = max_side / max(image.shape[:2])
-                size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            image = shrink_to(image, max_side)
             name = f"{gt.video.stem}_f{index:06d}.png"
             if not cv2.imwrite(str(image_dir / name), image):
                 raise DataError(f"{image_dir / name}: could not write the frame")

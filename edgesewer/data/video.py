@@ -314,6 +314,15 @@ def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     return writer
 
 
+def shrink_to(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """`image` shrunk (area interpolation, aspect kept) so its longest side is at most `max_side`."""
+    if not max_side or max(image.shape[:2]) <= max_side:
+        return image
+    scale = max_side / max(image.shape[:2])
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def cut_inspection_clips(root: str | Path, out: str | Path, min_s: float = 3.0, max_s: float = 6.0,
                          seed: int = 0, max_side: int | None = None, progress: bool = True,
                          stride_s: float | None = None) -> VideoLabels:
@@ -357,10 +366,7 @@ def _write_windows(gt: InspectionGT, windows: list[tuple[int, int]], paths: list
             ok, image = cap.read()
             if not ok:
                 raise DataError(f"{gt.video}: ends at frame {index} but its JSON lists {gt.n_frames}")
-            if max_side and max(image.shape[:2]) > max_side:
-                scale = max_side / max(image.shape[:2])
-                size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            image = shrink_to(image, max_side)
             for w, (start, stop) in enumerate(windows):
                 if index == start:
                     writers[w] = _writer(paths[w], gt.fps, (image.shape[1], image.shape[0]))
