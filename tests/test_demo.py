@@ -1,6 +1,8 @@
 """`edgesewer demo --quick` as a user runs it: the console script in a subprocess, on a fresh folder, with
-no data and no network. It must finish and end with the FPS / accuracy table, and every step must leave
-its files behind (benchmark table/CSV/JSON/plot, annotated video, events, report)."""
+no data and no network. It must finish and end with the FPS / accuracy table, every step must leave
+its files behind (benchmark table/CSV/JSON/plot, annotated video, events, report), and the live run must
+report only what its classifier can back (a chance-level classifier is named as such, and thresholds tuned
+on noise never turn the whole video into segments)."""
 
 import csv
 import json
@@ -40,7 +42,29 @@ def test_demo_quick_ends_with_the_trade_off_table(demo):
     for word in ("precision", "FPS", "int8", "fp16", "demo finished in", "steps: data"):
         assert word in tail, word
     n_frames = json.loads((out / "data" / "videos" / "inspection_000.json").read_text())["n_frames"]
-    assert f"runtime: {n_frames} frames" in stdout and "defect segments vs ground truth" in stdout
+    assert f"runtime: {n_frames} frames" in stdout and "defect segments vs the test video's ground truth" in stdout
+
+
+@pytest.mark.slow
+def test_demo_quick_reports_only_what_its_classifier_can_back(demo):
+    out, stdout = demo
+    result = json.loads((out / "demo.json").read_text())
+    segments, validation = result["segments"], result["classifier_validation"]
+    assert segments["truth"] > 0 and 0 <= segments["matched"] <= segments["predicted"]
+    assert validation["images"] > 0 and 0 < validation["chance_mAP"] < 1
+    report = json.loads((out / "inspection" / "report.json").read_text())
+    at_chance = validation["mAP"] <= 1.5 * validation["chance_mAP"]
+    # the run says so exactly when the training run's validation put the classifier at chance level
+    assert at_chance == any("has not learned" in w for w in report["run"].get("warnings", []))
+    # no whole-video "segments" from thresholds tuned on noise (issue 15: every code, frame 0 to the end)
+    n_frames = report["run"]["stats"]["frames"]
+    for s in report["segments"]:
+        assert s["end_frame"] - s["start_frame"] + 1 < 0.9 * n_frames, s
+    snapshots = [s["snapshot"] for s in report["segments"] if s.get("snapshot")]
+    contents = {(out / "inspection" / name).read_bytes() for name in snapshots}
+    assert len(contents) == len(snapshots)  # distinct pictures, not one frame repeated
+    # what a user opens first is printed last, beside the segment score
+    assert stdout.rstrip().endswith("report.html") and "defect segments vs the test video's ground truth" in stdout
 
 
 @pytest.mark.slow

@@ -150,3 +150,25 @@ def test_engine_sidecar_without_tensorrt_facts_is_refused(tmp_path):
     sidecar_path_for(engine).write_text(json.dumps(data))
     with pytest.raises(BackendError, match="must say which TensorRT version and GPU built it"):
         load_artifact(engine)
+
+
+def test_a_classifier_at_chance_level_is_named_as_such(tmp_path):
+    from edgesewer.runtime.report import render_html
+
+    onnx_path = make_classifier_artifact(tmp_path)
+    assert load_artifact(onnx_path).learning_warning() is None  # no validation record: nothing to say
+    sidecar = json.loads(sidecar_path_for(onnx_path).read_text())
+    cfg = sidecar["model_cfg"]
+    for got, warned in ((0.061, True), (0.09, True), (0.091, False), (0.4, False)):
+        cfg["extra"] = {"validation": {"split": "val", "images": 500, "mAP": got, "chance_mAP": 0.06}}
+        edit_sidecar(onnx_path, model_cfg=cfg)
+        warning = load_artifact(onnx_path).learning_warning()
+        assert (warning is not None) == warned, (got, warning)  # chance level: within 1.5x of 0.06
+    cfg["extra"]["validation"]["mAP"] = 0.061
+    edit_sidecar(onnx_path, model_cfg=cfg)
+    warning = load_artifact(onnx_path).learning_warning()
+    assert warning == ("toy-cls.fp32.onnx has not learned: validation mAP 0.061 against 0.060 for a constant "
+                       "predictor (500 val images); its detections are noise")
+    page = render_html({"run": {"source": "v.mp4", "warnings": [warning]}, "segments": [],
+                        "summary": {"segments": 0, "by_code": {}, "max_severity": 0.0}})
+    assert '<p class="warning">toy-cls.fp32.onnx has not learned' in page

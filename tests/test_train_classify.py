@@ -18,7 +18,7 @@ from edgesewer.taxonomy import SEWER_CODES, SEWER_CSV_HEADER  # noqa: E402
 from edgesewer.train.checkpoint import load_checkpoint  # noqa: E402
 from edgesewer.train.classify import (THRESHOLD_GRID, build_model, evaluate_checkpoint, f2_per_class,  # noqa: E402
                                       freeze_backbone, load_classifier, load_splits, train_classifier,
-                                      tune_thresholds)
+                                      tune_thresholds, validation_record)
 from edgesewer.train.recipe import load_recipe  # noqa: E402
 
 TINY = ["model.img_size=32", "train.batch_size=8", "data.num_workers=0", "train.progress=false"]
@@ -60,14 +60,29 @@ def test_threshold_tuning_on_a_hand_case():
     #   t <= 0.2: P 1/2, R 1, F2 5/6. Best plateau 0.21..0.30, the value nearest 0.5 wins: 0.30.
     # class 2: any t <= 0.6 gives F2 5/6, above gives 0: the tie nearest 0.5 is 0.5 itself.
     # class 5: the positive scores 0.1 -> t in (0, 0.1] catches it with 4 predictions: P 1/4, R 1, F2 5/8;
-    #   higher t: the one prediction (0.9) is wrong, F2 0. Grid starts at 0.05: 0.05..0.10 tie -> 0.10.
+    #   higher t: the one prediction (0.9) is wrong, F2 0. 5/8 is exactly what flagging every image scores
+    #   at prevalence 1/4 (5p / (4p + 1)): the scores do not separate the class, so it keeps 0.5.
     # classes without positives keep 0.5.
     t = tune_thresholds(scores, targets)
-    assert t[0] == pytest.approx(0.30) and t[2] == pytest.approx(0.5) and t[5] == pytest.approx(0.10)
+    assert t[0] == pytest.approx(0.30) and t[2] == pytest.approx(0.5) and t[5] == pytest.approx(0.5)
     assert np.all(np.delete(t, [0, 2, 5]) == 0.5)
     f2 = f2_per_class(scores, targets, t)
-    assert f2[0] == pytest.approx(10 / 11) and f2[2] == pytest.approx(5 / 6) and f2[5] == pytest.approx(5 / 8)
+    assert f2[0] == pytest.approx(10 / 11) and f2[2] == pytest.approx(5 / 6) and f2[5] == 0.0
     assert THRESHOLD_GRID[0] == 0.05 and THRESHOLD_GRID[-1] == 0.95
+
+
+def test_a_chance_level_classifier_keeps_default_thresholds_and_is_recorded_as_such():
+    rng = np.random.default_rng(3)
+    targets = (rng.random((400, 17)) < 0.1).astype(np.uint8)
+    noise = rng.random((400, 17)) * 0.3  # uninformative scores, all below 0.5
+    # Tuning on noise would pick the grid's bottom (every image positive beats 0 at 0.5): it must not.
+    assert np.all(tune_thresholds(noise, targets) == 0.5)
+    record = validation_record(noise, targets)
+    assert record["images"] == 400 and record["chance_mAP"] == pytest.approx(targets.mean(0).mean(), abs=1e-4)
+    assert record["mAP"] < 1.5 * record["chance_mAP"]
+    informative = targets * 0.6 + noise  # every positive scores above every negative
+    assert validation_record(informative, targets)["mAP"] == pytest.approx(1.0)
+    assert np.all(tune_thresholds(informative, targets) > 0.3)
 
 
 def test_f2_per_class_matches_the_benchmark_metric():

@@ -89,10 +89,30 @@ class Artifact:
     def tensorrt(self) -> dict[str, Any] | None:
         return self.meta.get("tensorrt")
 
+    def learning_warning(self) -> str | None:
+        """A warning when the training run's validation says this classifier has not learned.
+
+        The checkpoint records val mAP beside the mAP of a constant predictor (the class prevalence);
+        within 1.5x of it, the scores carry no information and every detection is noise.
+        """
+        if self.meta.get("random_weights"):
+            return f"{self.model_path.name}: random weights; its detections are noise"
+        record = self.cfg.extra.get("validation") or {}
+        got, chance = record.get("mAP"), record.get("chance_mAP")
+        if got is None or not chance or got > CHANCE_FACTOR * chance:
+            return None
+        return (f"{self.model_path.name} has not learned: validation mAP {got:.3f} against {chance:.3f} for a "
+                f"constant predictor ({record.get('images')} {record.get('split', 'val')} images); "
+                "its detections are noise")
+
     def describe(self) -> str:
         """One line for the console: what is about to run."""
         weights = " (RANDOM WEIGHTS: numbers are meaningless)" if self.meta.get("random_weights") else ""
         return f"{self.name} {self.task} {self.precision} [{self.model_path.name}]{weights}"
+
+
+# Within this factor of a constant predictor's mAP a classifier is at chance level.
+CHANCE_FACTOR = 1.5
 
 
 def sidecar_path_for(model_path: Path) -> Path:

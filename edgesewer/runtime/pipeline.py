@@ -362,6 +362,8 @@ class InspectionPipeline:
         for role, label in (("classifier", "classifier"), ("segmenter", "segmenter"), ("clip_model", "clip model")):
             if role in info:
                 self.status.message(f"{label}: {info[role]} on {info['source']}")
+        for warning in info.get("warnings", []):
+            self.status.message(f"WARNING: {warning}")
         self.stats.start()
         end = _End("error", "the run did not start")
         restore_signals = self._trap_signals()
@@ -449,6 +451,9 @@ class InspectionPipeline:
                 c: round(float(t), 3) for c, t in zip(self.classifier.artifact.classes, self.thresholds)
             }
             info["smoothing"] = str(self.smoother.spec)
+            warning = self.classifier.artifact.learning_warning()
+            if warning:
+                info["warnings"] = [warning]
         if self.segmenter is not None:
             info["segmenter"] = self.segmenter.artifact.describe()
             info["crack_threshold"] = self.opts.seg_threshold

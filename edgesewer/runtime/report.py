@@ -117,8 +117,10 @@ def render_html(data: dict[str, Any]) -> str:
     """A self-contained page: run facts, then one table row per defect segment with its snapshot."""
     run = data["run"]
     facts = "".join(
-        f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in run.items() if not isinstance(v, dict)
+        f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in run.items()
+        if not isinstance(v, (dict, list))
     )
+    warnings = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in run.get("warnings", []))
     stats = run.get("stats") or {}
     if stats:
         fps = f"{stats.get('pipeline_fps')} / {stats.get('network_fps')} (dropped {stats.get('dropped_frames', 0)})"
@@ -149,9 +151,10 @@ def render_html(data: dict[str, Any]) -> str:
 body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; margin-bottom: 2em; }}
 th, td {{ border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-align: top; }}
 tr.high td {{ background: #fde2e2; }} tr.medium td {{ background: #fff1db; }}
+p.warning {{ background: #fde2e2; border: 2px solid #c00; padding: 8px; font-weight: bold; }}
 </style></head><body>
 <h1>Sewer inspection report</h1>
-<p>{summary["segments"]} defect segments ({html.escape(counts)}); highest severity {summary["max_severity"]:.2f}
+{warnings}<p>{summary["segments"]} defect segments ({html.escape(counts)}); highest severity {summary["max_severity"]:.2f}
 (severity = class-importance weight x peak score){clip_count}.</p>
 <table>{facts}</table>
 <table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>

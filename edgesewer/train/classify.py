@@ -244,15 +244,45 @@ def f2_per_class(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray
 
 
 def tune_thresholds(scores: np.ndarray, targets: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
-    """Per class, the grid threshold with the highest F2 (ties: the one nearest 0.5; no positives: 0.5)."""
+    """Per class, the grid threshold with the highest F2 (ties: the one nearest 0.5; no positives: 0.5).
+
+    A class at chance level keeps 0.5: its AP is below twice its prevalence p (p is what a constant score
+    gets; noise alone reaches 1.5p on a few dozen positives) or, for common classes, below (1 + p) / 2,
+    halfway to a perfect ranking; or its best F2 is no better than flagging every image (5p / (4p + 1) at prevalence p).
+    Tuning such scores picks the grid's bottom, which turns every frame into a detection: a chance-level
+    model would fill the live report with whole-video segments.
+    """
+    from edgesewer.metrics.sewerml import average_precision
+
     table = np.stack([f2_per_class(scores, targets, t) for t in grid])  # [G, K]
     best = np.full(scores.shape[1], 0.5)
-    has_pos = (targets == 1).any(0)
+    truth = targets == 1
+    prevalence = truth.mean(0)
+    learned = average_precision(scores, truth.astype(np.float32)) > np.minimum(2 * prevalence, (1 + prevalence) / 2)
+    flag_all_f2 = 5 * prevalence / (4 * prevalence + 1)
     distance = np.abs(grid - 0.5)
-    for k in np.flatnonzero(has_pos):
+    for k in np.flatnonzero(truth.any(0) & learned):
+        if table[:, k].max() <= flag_all_f2[k] + 1e-9:
+            continue
         ties = np.flatnonzero(table[:, k] >= table[:, k].max() - 1e-12)
         best[k] = grid[ties[np.argmin(distance[ties])]]
     return best
+
+
+def validation_record(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """mAP on the validation split beside what a constant predictor scores (AP = prevalence).
+
+    Stored in the checkpoint's model cfg and from there in every exported sidecar, so that the runtime
+    can say when a classifier has not learned (`Artifact.learning_warning`).
+    """
+    from edgesewer.metrics.sewerml import average_precision
+
+    truth = targets == 1
+    has_pos = truth.any(0)
+    ap = average_precision(scores, targets.astype(np.float32))
+    return {"split": "val", "images": int(len(targets)),
+            "mAP": round(float(np.nanmean(ap[has_pos])), 4) if has_pos.any() else None,
+            "chance_mAP": round(float(truth.mean(0)[has_pos].mean()), 4) if has_pos.any() else None}
 
 
 def ciw_f2(f2: np.ndarray) -> float:
@@ -295,7 +325,8 @@ def store_thresholds(trainer: Trainer, run_dir: Path) -> tuple[float, ...] | Non
         f2_default, f2_tuned = f2_per_class(scores, targets, 0.5), f2_per_class(scores, targets, thresholds)
         cfg.extra = {**cfg.extra, "threshold_default": 0.5, "threshold_tuning": {
             "objective": "F2 per class", "split": "val", "grid": [float(THRESHOLD_GRID[0]), float(THRESHOLD_GRID[-1])],
-            "F2_CIW_at_0.5": ciw_f2(f2_default), "F2_CIW_tuned": ciw_f2(f2_tuned)}}
+            "F2_CIW_at_0.5": ciw_f2(f2_default), "F2_CIW_tuned": ciw_f2(f2_tuned)},
+            "validation": validation_record(scores, targets)}
         cfg.thresholds = tuple(float(t) for t in thresholds)
         ckpt["model_cfg"] = cfg.to_dict()
         ckpt["metrics"]["F2_CIW_tuned"] = ciw_f2(f2_tuned)
