@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesewer.cli._errors import one_line_errors
+from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 
 
 @one_line_errors
@@ -43,6 +44,7 @@ def export_command(
     classes: Annotated[Optional[Path], typer.Option(
         help="Zero-shot models (sfr-net): class text file (CODE.name / CODE.text lines) to bake in; "
              "default: the trained classes.")] = None,
+    trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """Export a model to ONNX (fp32/fp16/int8) with a sidecar, and a TensorRT engine when TensorRT is here."""
     from rich.console import Console
@@ -51,13 +53,11 @@ def export_command(
     from edgesewer.export.summary import summary_table
 
     console = Console()
-    result = run_export(
-        ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
-                      calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
-                      imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy,
-                      classes=classes),
-        log=lambda line: console.print(line, highlight=False),
-    )
+    options = ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
+                            calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
+                            imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy, classes=classes)
+    with checkpoint_trust(trust_checkpoint):
+        result = run_export(options, log=lambda line: console.print(line, highlight=False))
     console.print(summary_table(result))
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
