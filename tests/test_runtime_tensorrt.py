@@ -5,6 +5,7 @@ allocation and addresses, sidecar and device checks, and the data path through e
 The real-GPU test at the end is marked `gpu` and skipped where TensorRT or a GPU is missing.
 """
 
+import hashlib
 import json
 import types
 
@@ -166,9 +167,13 @@ class FakeCuda(CudaApi):
 
 
 def engine_files(
-    tmp_path, out_dtype="float32", profiles=((1, 1, 4),), outputs=("logits",), trt_version="10.3.0", corrupt=False
+    tmp_path, out_dtype="float32", profiles=((1, 1, 4),), outputs=("logits",), trt_version="10.3.0", corrupt=False,
+    sha256="match",
 ):
-    """A classifier artifact whose .engine file is the fake plan, with a matching sidecar."""
+    """A classifier artifact whose .engine file is the fake plan, with a matching sidecar.
+
+    `sha256`: "match" (the engine's hash), None (no hash in the sidecar) or a literal digest.
+    """
     onnx_path = make_classifier_artifact(tmp_path, size=8)
     tensors = [["input", "INPUT", "float32", [-1, 3, 8, 8]]] + [
         [o, "OUTPUT", out_dtype, [-1, CLASSES]] for o in outputs
@@ -178,7 +183,7 @@ def engine_files(
     data = json.loads(sidecar_path_for(onnx_path).read_text())
     data.update(
         file=engine.name,
-        file_sha256=None,
+        file_sha256=hashlib.sha256(engine.read_bytes()).hexdigest() if sha256 == "match" else sha256,
         target="tensorrt",
         tensorrt={
             "version": trt_version,
@@ -188,7 +193,7 @@ def engine_files(
         },
     )
     sidecar_path_for(engine).write_text(json.dumps(data))
-    return load_artifact(engine)
+    return load_artifact(engine, check_hash=sha256 == "match")
 
 
 def open_backend(artifact, trt=None, cuda=None, **kw):
@@ -301,6 +306,27 @@ def test_refusals(tmp_path):
         open_backend(engine_files(tmp_path / "d", corrupt=True))
 
 
+def test_an_engine_without_its_hash_is_never_deserialised(tmp_path):
+    trt = fake_trt()
+    hashless = engine_files(tmp_path / "a", sha256=None)
+    with pytest.raises(BackendError, match=r"toy-cls.fp32.engine.json: has no file_sha256 for toy-cls.fp32.engine"):
+        open_backend(hashless, trt=trt)
+    with pytest.raises(BackendError, match="has no file_sha256"):
+        load_artifact(hashless.model_path)  # the CLI's first step refuses it too
+    wrong = engine_files(tmp_path / "b", sha256="0" * 64)
+    with pytest.raises(BackendError, match=r"toy-cls.fp32.engine: does not match its sidecar \(sha256 \w{12} != 000000000000\)"):
+        open_backend(wrong, trt=trt)
+    with pytest.raises(BackendError, match="does not match its sidecar"):
+        load_artifact(wrong.model_path)
+    swapped = engine_files(tmp_path / "c")  # checked at load, then replaced before the backend opens it
+    swapped.model_path.write_text(swapped.model_path.read_text().replace('"corrupt": false', '"corrupt": 0'))
+    with pytest.raises(BackendError, match="does not match its sidecar"):
+        open_backend(swapped, trt=trt)
+    assert not [c for c in trt.calls if c[0] == "deserialize"]
+    open_backend(engine_files(tmp_path / "d"), trt=trt)  # the same stand-in does deserialise a matching engine
+    assert [c[0] for c in trt.calls].count("deserialize") == 1
+
+
 def _gpu_available() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -336,7 +362,7 @@ def test_real_engine_matches_onnx_runtime(tmp_path):
     data = json.loads(sidecar_path_for(onnx_path).read_text())
     data.update(
         file=engine_path.name,
-        file_sha256=None,
+        file_sha256=hashlib.sha256(engine_path.read_bytes()).hexdigest(),
         target="tensorrt",
         tensorrt={
             "version": trt.__version__,

@@ -163,13 +163,10 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Artifact:
     if not model_path.exists():
         raise BackendError(f"{sidecar}: its model file {model_path.name} is missing")
     fmt = "engine" if model_path.suffix == ".engine" else "onnx"
-    if check_hash and meta.get("file_sha256"):
-        actual = file_sha256(model_path)
-        if actual != meta["file_sha256"]:
-            raise BackendError(
-                f"{model_path}: does not match its sidecar (sha256 {actual[:12]} != {str(meta['file_sha256'])[:12]}); "
-                "the model was replaced or re-exported without its sidecar"
-            )
+    if check_hash and fmt == "engine":
+        _check_engine_hash(model_path, sidecar, meta, file_sha256(model_path))
+    elif check_hash and meta.get("file_sha256"):
+        _check_hash(model_path, meta, file_sha256(model_path))
     try:
         cfg = ModelCfg.from_dict(meta["model_cfg"])
         inputs = [TensorSpec.from_dict(d) for d in meta["inputs"]]
@@ -179,6 +176,35 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Artifact:
     artifact = Artifact(model_path, sidecar, fmt, meta, cfg, inputs, outputs)
     _check_consistent(artifact)
     return artifact
+
+
+def _check_hash(model_path: Path, meta: dict[str, Any], actual: str) -> None:
+    if actual != meta["file_sha256"]:
+        raise BackendError(
+            f"{model_path}: does not match its sidecar (sha256 {actual[:12]} != {str(meta['file_sha256'])[:12]}); "
+            "the model was replaced or re-exported without its sidecar"
+        )
+
+
+def _check_engine_hash(model_path: Path, sidecar: Path, meta: dict[str, Any], actual: str) -> None:
+    # An engine is native code that TensorRT runs as it finds it: only the exact file the sidecar describes loads.
+    if not meta.get("file_sha256"):
+        raise BackendError(
+            f"{sidecar}: has no file_sha256 for {model_path.name}; an engine loads only with the hash of the file "
+            "that was built: rebuild it on this device (edgesewer build)"
+        )
+    _check_hash(model_path, meta, actual)
+
+
+def verified_engine_bytes(artifact: Artifact) -> bytes:
+    """The engine file's bytes, checked against the sidecar's sha256: what the backend deserialises.
+
+    Hashing the very bytes that are handed to TensorRT leaves no window for the file to change between
+    the check and the load.
+    """
+    data = artifact.model_path.read_bytes()
+    _check_engine_hash(artifact.model_path, artifact.sidecar_path, artifact.meta, hashlib.sha256(data).hexdigest())
+    return data
 
 
 def _check_consistent(a: Artifact) -> None:

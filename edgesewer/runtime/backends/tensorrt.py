@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgesewer.errors import BackendError
-from edgesewer.runtime.artifact import Artifact, check_engine_compatible
+from edgesewer.runtime.artifact import Artifact, check_engine_compatible, verified_engine_bytes
 from edgesewer.runtime.backends.base import Backend
 
 # TensorRT dtype attribute name -> numpy dtype. bfloat16/fp8/int4 have no numpy type and are refused.
@@ -278,6 +278,7 @@ class TensorRTBackend(Backend):
         trt_module: Any = None,
     ) -> None:
         super().__init__(artifact)
+        engine_bytes = verified_engine_bytes(artifact)  # refused before TensorRT or CUDA sees a byte of it
         if trt_module is None:
             try:
                 import tensorrt as trt_module
@@ -294,7 +295,7 @@ class TensorRTBackend(Backend):
         with self.cuda.active():
             self.stream = self.cuda.create_stream()
             self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            self.engine = self._runtime.deserialize_cuda_engine(artifact.model_path.read_bytes())
+            self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
             if self.engine is None:
                 raise BackendError(f"{artifact.model_path}: TensorRT could not deserialise the engine (corrupt file?)")
             self._check_matches_sidecar()
