@@ -249,8 +249,26 @@ def _version_key(version: str | None) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_engine_compatible(artifact: Artifact, trt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse an engine built by another TensorRT release or on another GPU, in one line."""
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+
+
+def jetson_module(model_file: Path | None = None) -> str | None:
+    """The Jetson module this runs on ("NVIDIA Jetson AGX Orin Developer Kit"), None off a Jetson.
+
+    AGX Orin and Orin Nano both report sm 8.7 with the same GPU name, but have different SM counts
+    and memory, so the module is what tells their engines apart.
+    """
+    try:
+        text = (model_file or DEVICE_TREE_MODEL).read_text(errors="replace")
+    except OSError:
+        return None
+    return text.strip("\x00 \n") or None
+
+
+def check_engine_compatible(
+    artifact: Artifact, trt_version: str, gpu_name: str, compute_capability: str, module: str | None = None
+) -> None:
+    """Refuse an engine built by another TensorRT release, on another GPU or another Jetson module, in one line."""
     info = artifact.tensorrt or {}
     built_version = str(info.get("version", "?"))
     built_gpu = str(info.get("gpu", "?"))
@@ -265,4 +283,10 @@ def check_engine_compatible(artifact: Artifact, trt_version: str, gpu_name: str,
         raise BackendError(
             f"{artifact.model_path}: built for {built_gpu} (sm {built_cc}), this device is {gpu_name} "
             f"(sm {compute_capability}); engines are tuned per GPU: {rebuild}"
+        )
+    built_module = info.get("module")
+    if built_module and module and " ".join(str(built_module).split()) != " ".join(module.split()):
+        raise BackendError(
+            f"{artifact.model_path}: built on {built_module}, this device is {module} (same sm {built_cc}, "
+            f"other SM count and memory); engines are tuned per module: {rebuild}"
         )
