@@ -144,3 +144,17 @@ def test_a_stream_password_reaches_no_console_event_report_or_video(files, tmp_p
     start = json.loads((tmp_path / "ev.jsonl").read_text().splitlines()[0])
     assert start["source"] == url.replace("S3cretPw", "***")
     assert json.loads(written["report.json"])["run"]["source"] == url.replace("S3cretPw", "***")
+
+
+def test_a_gstreamer_source_without_gstreamer_in_opencv_says_why_and_how_to_fix(monkeypatch):
+    from edgesewer.errors import CaptureError
+    from edgesewer.runtime.sources import open_source
+
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  Video I/O:\n    FFMPEG: YES\n    GStreamer: NO\n")
+    for source in ("csi://0", "gst://videotestsrc ! videoconvert ! appsink"):
+        with pytest.raises(CaptureError) as info:
+            open_source(source)
+        message = str(info.value)
+        assert message.startswith(f"{source}: cannot open: the OpenCV in use ({cv2.__file__}) says 'GStreamer: NO'")
+        assert "opencv-python(-headless) has no GStreamer and shadows JetPack's OpenCV" in message
+        assert "pip uninstall opencv-python-headless opencv-python" in message and "--no-deps" in message
