@@ -19,7 +19,8 @@ from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 def export_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name, e.g. vit-t-dino, ma-q2l-r101, scnet.")],
     precision: Annotated[Optional[str], typer.Option(
-        help="fp32 | fp16 | int8 (Q/DQ; with --target ort-cpu also the CPU-fast int8-cpu) | int8-cpu. "
+        help="fp32 | fp16 | int8 (Q/DQ; with --target ort-cpu also the CPU-fast int8-cpu) | int8-fp16 (Q/DQ in an "
+             "FP16 graph, for strongly typed TensorRT 10.12+/11) | int8-cpu. "
              "Default: the target profile's.")] = None,
     weights: Annotated[Optional[str], typer.Option(
         help="Checkpoint (default: newest runs/<model>/*/best.pt), or 'random' for a speed-only export.")] = None,
