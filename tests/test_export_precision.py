@@ -20,7 +20,7 @@ from edgesewer.export.graph import head_nodes, producers, tensor_elem_types
 from edgesewer.export.metadata import sha256_file
 from edgesewer.export.onnx_export import export_onnx
 from edgesewer.export.parity import compare_outputs, onnx_outputs, torch_outputs
-from edgesewer.export.quantize import quantize_cpu, quantize_qdq
+from edgesewer.export.quantize import QDQ_FP16_OPSET, quantize_cpu, quantize_qdq, quantize_qdq_fp16
 from edgesewer.export.simplify import simplify_onnx
 from test_export_onnx import make_sewerml, make_vit, real_batch
 
@@ -139,6 +139,39 @@ def test_int8_qdq_graph_is_what_tensorrt_needs(vit):
     inputs = real_batch(data, cfg)
     parity = compare_outputs(torch_outputs(model, cfg, inputs), onnx_outputs(result.path, inputs), "classify")
     assert parity.decision_agreement >= 0.95  # random weights, 16 calibration images: a sanity bound only
+
+
+def test_int8_fp16_is_the_qdq_graph_with_fp16_unquantised_layers(vit):
+    """For TensorRT 11 (strongly typed): INT8 where quantised, FP16 elsewhere, FP32 I/O, norms, softmax, head."""
+    model, cfg, path, data, calibration, root = vit
+    result = quantize_qdq_fp16(path, root / "vit-t.int8-fp16.onnx", calibration)
+    q = onnx.load(str(result.path))
+    onnx.checker.check_model(q, full_check=True)
+    assert [o.version for o in q.opset_import if o.domain in ("", "ai.onnx")] == [QDQ_FP16_OPSET]
+    inits = {i.name: i for i in q.graph.initializer}
+    types = tensor_elem_types(q)
+    qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    plain = quantize_qdq(path, root / "plain.int8.onnx", calibration)
+    assert len(qdq) == len([n for n in onnx.load(str(plain.path)).graph.node
+                            if n.op_type in ("QuantizeLinear", "DequantizeLinear")])  # same Q/DQ placement
+    assert {inits[n.input[1]].data_type for n in qdq} == {FLOAT16}  # FP16 scales: DQ outputs FP16
+    assert all(inits[n.input[2]].data_type == INT8 for n in qdq)
+    made_by = producers(q.graph)
+    quantized = [n for n in q.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+                 and n.input[0] in made_by and made_by[n.input[0]].op_type == "DequantizeLinear"]
+    assert len(quantized) >= 48 and {types[n.output[0]] for n in quantized} == {FLOAT16}
+    unquantised = [n for n in q.graph.node if n.op_type in ("Add", "Mul", "Gelu", "Erf", "Div")]
+    assert unquantised and sum(types[n.output[0]] == FLOAT16 for n in unquantised) > 0.9 * len(unquantised)
+    assert {types[i] for n in sensitive(q) for i in n.input if i} == {FLOAT}  # LayerNorm and Softmax stay FP32
+    assert [i.type.tensor_type.elem_type for i in q.graph.input] == [FLOAT]
+    assert [o.type.tensor_type.elem_type for o in q.graph.output] == [FLOAT]
+    inputs = real_batch(data, cfg)
+    reference = onnx_outputs(plain.path, inputs)
+    parity = compare_outputs(reference, onnx_outputs(result.path, inputs), "classify")  # ONNX Runtime, FP16 Q/DQ
+    # measured 0.036 / 0.982 (random weights: logits sit near the thresholds, FP16 rounding moves some int8 steps)
+    assert parity.max_abs_diff < 0.1 and parity.decision_agreement >= 0.97
+    to_torch = compare_outputs(torch_outputs(model, cfg, inputs), onnx_outputs(result.path, inputs), "classify")
+    assert to_torch.decision_agreement >= 0.95  # the same sanity bound as the int8 graph
 
 
 def test_int8_weight_qdq_pairs_for_tensorrt_85(vit):

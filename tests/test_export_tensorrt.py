@@ -24,7 +24,7 @@ from edgesewer.export.tensorrt_build import (
     timing_cache_path,
 )
 
-VERSIONS = {"8.5": "8.5.2.2", "10.3": "10.3.0.30", "11.1": "11.1.0.106"}
+VERSIONS = {"8.5": "8.5.2.2", "10.3": "10.3.0.30", "10.16": "10.16.0.72", "11.1": "11.1.0.106"}
 
 
 def fake_tensorrt(generation: str, *, parse_errors: list[dict] | None = None, build_fails: bool = False):
@@ -36,6 +36,7 @@ def fake_tensorrt(generation: str, *, parse_errors: list[dict] | None = None, bu
 
     flag_values = {"8.5": {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
                    "10.3": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+                   "10.16": {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
                    "11.1": {"STRONGLY_TYPED": 0, "PREFER_JIT_PYTHON_PLUGINS": 1}}[generation]
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flag_values)
     builder_flags = {"TF32": 0, "REFIT": 1, "DISABLE_TIMING_CACHE": 2}
@@ -49,6 +50,8 @@ def fake_tensorrt(generation: str, *, parse_errors: list[dict] | None = None, bu
 
         def __init__(self, severity):
             calls.append(("Logger", severity))
+
+    trt.init_libnvinfer_plugins = lambda logger, namespace: calls.append(("init_libnvinfer_plugins", namespace))
 
     class Tensor:
         def __init__(self, name):
@@ -183,7 +186,7 @@ def onnx_artifact(tmp_path, precision="int8", with_layernorm=False, build=None):
     return model_file
 
 
-JETSON = {"jetpack": "6.1", "l4t": "36.4.0"}
+JETSON = {"jetpack": "6.1", "l4t": "36.4.0", "module": "NVIDIA Jetson Orin Nano Developer Kit"}
 ORIN = ("Orin", "8.7")
 
 
@@ -196,6 +199,11 @@ ORIN = ("Orin", "8.7")
         ("10.3", "fp16", "auto", (), ("FP16",), False),  # implicit batch is gone: no EXPLICIT_BATCH
         ("10.3", "int8", "true", ("STRONGLY_TYPED",), (), True),  # strongly typed refuses precision flags
         ("11.1", "int8", "auto", (), (), True),  # no FP16/INT8 flags exist: precision is in the ONNX
+        ("10.16", "int8", "auto", ("STRONGLY_TYPED",), (), True),  # flags deprecated from 10.12: none for Q/DQ
+        ("10.16", "fp16", "auto", (), ("FP16",), False),  # not a Q/DQ network: unchanged
+        ("10.16", "int8", "false", (), ("INT8", "FP16"), False),  # an explicit profile choice still wins
+        ("10.3", "int8-fp16", "auto", ("STRONGLY_TYPED",), (), True),  # FP16 graph with Q/DQ: its types decide
+        ("11.1", "int8-fp16", "auto", (), (), True),
         ("11.1", "fp16", "true", (), (), True),
     ],
 )
@@ -213,6 +221,16 @@ def test_impossible_plans_are_refused():
         plan_build(probe_features(fake_tensorrt("11.1")), "fp16", "false")
     with pytest.raises(ExportError, match="int8-cpu"):
         plan_build(probe_features(fake_tensorrt("10.3")), "int8-cpu")
+    with pytest.raises(ExportError, match="int8-fp16 artifact carries its FP16 layers in its types"):
+        plan_build(probe_features(fake_tensorrt("10.3")), "int8-fp16", "false")
+
+
+def test_strongly_typed_int8_build_points_to_the_fp16_qdq_artifact(tmp_path):
+    built = build_from_artifact(onnx_artifact(tmp_path), trt=fake_tensorrt("10.16"), gpu=ORIN, jetson=JETSON,
+                                cache_dir=tmp_path / "cache")
+    assert not [c for c in built.plan.builder_flags]
+    assert built.notes == ["tiny.int8.onnx: strongly typed, its unquantised layers run in FP32 (slower than the fp16 "
+                           "engine); export --precision int8-fp16 for an INT8 engine whose other layers are FP16"]
 
 
 def test_build_records_profile_workspace_cache_and_sidecar(tmp_path):
@@ -221,6 +239,8 @@ def test_build_records_profile_workspace_cache_and_sidecar(tmp_path):
     built = build_from_artifact(artifact, trt=trt, gpu=ORIN, jetson=JETSON, cache_dir=tmp_path / "cache")
 
     assert ("create_network", 0) in trt.calls
+    names = [c[0] for c in trt.calls]  # TensorRT's plugins registered before the parser can emit one
+    assert ("init_libnvinfer_plugins", "") in trt.calls and names.index("init_libnvinfer_plugins") < names.index("Builder")
     assert ("set_memory_pool_limit", "WORKSPACE", 1 << 30) in trt.calls
     assert ("set_shape", "input", (1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8)) in trt.calls
     assert [c for c in trt.calls if c[0] == "set_flag"] == [("set_flag", 11), ("set_flag", 10)]  # INT8, FP16
@@ -234,7 +254,7 @@ def test_build_records_profile_workspace_cache_and_sidecar(tmp_path):
     assert sidecar["tensorrt"] == {
         "version": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7", "strongly_typed": False,
         "builder_flags": ["INT8", "FP16"], "workspace_gib": 1.0, "profile": {"min": 1, "opt": 2, "max": 4},
-        "jetpack": "6.1", "l4t": "36.4.0",
+        "jetpack": "6.1", "l4t": "36.4.0", "module": "NVIDIA Jetson Orin Nano Developer Kit",
     }
     assert built.notes == []
 

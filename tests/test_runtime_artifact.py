@@ -1,5 +1,6 @@
 """Artifacts: finding model and sidecar from either path, and each refusal as one line."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -121,7 +122,7 @@ def engine_artifact(tmp_path, version="10.3.0", gpu="Orin", cc="8.7"):
     data = json.loads(sidecar_path_for(onnx_path).read_text())
     data.update(
         file=engine.name,
-        file_sha256=None,
+        file_sha256=hashlib.sha256(b"plan").hexdigest(),
         target="tensorrt",
         tensorrt={"version": version, "gpu": gpu, "compute_capability": cc, "profile": {"min": 1, "opt": 1, "max": 4}},
     )
@@ -146,7 +147,7 @@ def test_engine_sidecar_without_tensorrt_facts_is_refused(tmp_path):
     engine = tmp_path / "toy-cls.fp32.engine"
     engine.write_bytes(b"plan")
     data = json.loads(sidecar_path_for(onnx_path).read_text())
-    data.update(file=engine.name, file_sha256=None)
+    data.update(file=engine.name, file_sha256=hashlib.sha256(b"plan").hexdigest())
     sidecar_path_for(engine).write_text(json.dumps(data))
     with pytest.raises(BackendError, match="must say which TensorRT version and GPU built it"):
         load_artifact(engine)

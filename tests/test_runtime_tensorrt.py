@@ -5,7 +5,10 @@ allocation and addresses, sidecar and device checks, and the data path through e
 The real-GPU test at the end is marked `gpu` and skipped where TensorRT or a GPU is missing.
 """
 
+import hashlib
 import json
+import threading
+import time
 import types
 
 import numpy as np
@@ -40,10 +43,14 @@ def fake_trt(version="10.3.0", calls=None):
         setattr(trt, name, DType(name))
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.init_libnvinfer_plugins = lambda logger, namespace: trt.calls.append(("init_libnvinfer_plugins", namespace))
 
     class Runtime:
         def __init__(self, logger):
             pass
+
+        def __del__(self):
+            trt.calls.append(("del", "runtime"))
 
         def deserialize_cuda_engine(self, data):
             trt.calls.append(("deserialize", len(data)))
@@ -87,6 +94,9 @@ class FakeEngine:
         self.trt.calls.append(("create_execution_context",))
         return FakeContext(self)
 
+    def __del__(self):
+        self.trt.calls.append(("del", "engine"))
+
 
 class FakeContext:
     """Computes logits = 10 * mean(red) - 3 for class 0, 0 elsewhere, from 'device' memory."""
@@ -95,13 +105,24 @@ class FakeContext:
         self.engine, self.trt = engine, engine.trt
         self.shapes, self.addresses = {}, {}
         self.memory = None  # set by the test to the FakeCuda's memory
+        self.profile = 0
+        self.hold = None  # a threading.Event execute_async_v3 waits on (a batch in flight), when set by a test
+
+    def __del__(self):
+        self.trt.calls.append(("del", "context"))
 
     def set_optimization_profile_async(self, index, stream):
         self.trt.calls.append(("set_optimization_profile_async", index))
+        self.profile = index
 
     def set_input_shape(self, name, shape):
+        """Like TensorRT: False (and nothing changed) for a batch outside the active profile."""
         self.trt.calls.append(("set_input_shape", name, tuple(shape)))
+        low, _opt, high = self.engine.spec["profiles"][self.profile]
+        if not low <= shape[0] <= high:
+            return False
         self.shapes[name] = tuple(shape)
+        return True
 
     def infer_shapes(self):
         return []
@@ -118,6 +139,8 @@ class FakeContext:
 
     def execute_async_v3(self, stream_handle):
         self.trt.calls.append(("execute_async_v3", stream_handle))
+        if self.hold is not None:
+            self.hold.wait(10)
         shape = self.shapes["input"]
         x = self.memory[self.addresses["input"]][: int(np.prod(shape)) * 4].view(np.float32).reshape(shape)
         out_name = next(t[0] for t in self.engine.tensors if t[1] == "OUTPUT")
@@ -132,9 +155,10 @@ class FakeContext:
 class FakeCuda(CudaApi):
     """Device memory = numpy byte arrays keyed by fake addresses; copies are immediate."""
 
-    def __init__(self, gpu="Orin", capability="8.7"):
+    def __init__(self, gpu="Orin", capability="8.7", events=None):
         self.gpu, self.capability = gpu, capability
         self.memory, self.allocations, self.freed, self.syncs = {}, [], False, 0
+        self.events = events if events is not None else []  # teardown order, shared with the trt stand-in
 
     def device_info(self):
         return self.gpu, self.capability
@@ -163,12 +187,20 @@ class FakeCuda(CudaApi):
 
     def free(self, pinned, device, stream):
         self.freed = True
+        self.events.append(("free buffers",))
+
+    def close(self):
+        self.events.append(("detach CUDA context",))
 
 
 def engine_files(
-    tmp_path, out_dtype="float32", profiles=((1, 1, 4),), outputs=("logits",), trt_version="10.3.0", corrupt=False
+    tmp_path, out_dtype="float32", profiles=((1, 1, 4),), outputs=("logits",), trt_version="10.3.0", corrupt=False,
+    sha256="match",
 ):
-    """A classifier artifact whose .engine file is the fake plan, with a matching sidecar."""
+    """A classifier artifact whose .engine file is the fake plan, with a matching sidecar.
+
+    `sha256`: "match" (the engine's hash), None (no hash in the sidecar) or a literal digest.
+    """
     onnx_path = make_classifier_artifact(tmp_path, size=8)
     tensors = [["input", "INPUT", "float32", [-1, 3, 8, 8]]] + [
         [o, "OUTPUT", out_dtype, [-1, CLASSES]] for o in outputs
@@ -178,7 +210,7 @@ def engine_files(
     data = json.loads(sidecar_path_for(onnx_path).read_text())
     data.update(
         file=engine.name,
-        file_sha256=None,
+        file_sha256=hashlib.sha256(engine.read_bytes()).hexdigest() if sha256 == "match" else sha256,
         target="tensorrt",
         tensorrt={
             "version": trt_version,
@@ -188,7 +220,7 @@ def engine_files(
         },
     )
     sidecar_path_for(engine).write_text(json.dumps(data))
-    return load_artifact(engine)
+    return load_artifact(engine, check_hash=sha256 == "match")
 
 
 def open_backend(artifact, trt=None, cuda=None, **kw):
@@ -301,6 +333,114 @@ def test_refusals(tmp_path):
         open_backend(engine_files(tmp_path / "d", corrupt=True))
 
 
+def test_an_engine_without_its_hash_is_never_deserialised(tmp_path):
+    trt = fake_trt()
+    hashless = engine_files(tmp_path / "a", sha256=None)
+    with pytest.raises(BackendError, match=r"toy-cls.fp32.engine.json: has no file_sha256 for toy-cls.fp32.engine"):
+        open_backend(hashless, trt=trt)
+    with pytest.raises(BackendError, match="has no file_sha256"):
+        load_artifact(hashless.model_path)  # the CLI's first step refuses it too
+    wrong = engine_files(tmp_path / "b", sha256="0" * 64)
+    with pytest.raises(BackendError, match=r"toy-cls.fp32.engine: does not match its sidecar \(sha256 \w{12} != 000000000000\)"):
+        open_backend(wrong, trt=trt)
+    with pytest.raises(BackendError, match="does not match its sidecar"):
+        load_artifact(wrong.model_path)
+    swapped = engine_files(tmp_path / "c")  # checked at load, then replaced before the backend opens it
+    swapped.model_path.write_text(swapped.model_path.read_text().replace('"corrupt": false', '"corrupt": 0'))
+    with pytest.raises(BackendError, match="does not match its sidecar"):
+        open_backend(swapped, trt=trt)
+    assert not [c for c in trt.calls if c[0] == "deserialize"]
+    open_backend(engine_files(tmp_path / "d"), trt=trt)  # the same stand-in does deserialise a matching engine
+    assert [c[0] for c in trt.calls].count("deserialize") == 1
+
+
+def test_plugins_are_registered_before_the_engine_is_deserialised(tmp_path):
+    backend, trt, _ = open_backend(engine_files(tmp_path))
+    names = [c[0] for c in trt.calls]
+    assert ("init_libnvinfer_plugins", "") in trt.calls
+    assert names.index("init_libnvinfer_plugins") < names.index("deserialize")
+
+
+def test_a_batch_outside_the_profile_is_an_error_naming_shape_and_profile(tmp_path):
+    backend, trt, _ = open_backend(engine_files(tmp_path, profiles=((2, 2, 4),)))
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(BackendError, match=r"input 'input' shape \[1, 3, 8, 8\] is outside the engine's optimisation "
+                                           r"profile 0 \(min \[2, 3, 8, 8\], max \[4, 3, 8, 8\]\)"):
+        backend.infer(x)
+    assert "execute_async_v3" not in [c[0] for c in trt.calls]  # never run on the previous shape
+    assert backend.infer(np.zeros((2, 3, 8, 8), np.float32))["logits"].shape == (2, CLASSES)
+
+
+def test_teardown_frees_tensorrt_objects_before_the_cuda_context(tmp_path):
+    trt = fake_trt()
+    cuda = FakeCuda(events=trt.calls)
+    backend, _, _ = open_backend(engine_files(tmp_path), trt=trt, cuda=cuda)
+    trt.calls.clear()
+    backend.close()
+    assert trt.calls == [("free buffers",), ("del", "context"), ("del", "engine"), ("del", "runtime"),
+                         ("detach CUDA context",)]
+    backend.close()
+    assert len(trt.calls) == 5  # twice is harmless
+
+
+def test_close_waits_for_the_batch_in_flight(tmp_path):
+    trt = fake_trt()
+    cuda = FakeCuda(events=trt.calls)
+    backend, _, _ = open_backend(engine_files(tmp_path), trt=trt, cuda=cuda)
+    backend.context.hold = threading.Event()
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    x[:, 0] = 1.0
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(backend.infer(x)))
+    worker.start()
+    while "execute_async_v3" not in [c[0] for c in trt.calls]:
+        time.sleep(0.005)
+    closer = threading.Thread(target=backend.close)  # e.g. the second Ctrl-C's cleanup
+    closer.start()
+    time.sleep(0.2)
+    assert not cuda.freed and closer.is_alive()  # nothing freed under the running batch
+    backend.context.hold.set()
+    worker.join(5)
+    closer.join(5)
+    np.testing.assert_allclose(results["logits"][:, 0], [7.0, 7.0])  # the batch read intact buffers
+    assert cuda.freed and ("detach CUDA context",) in trt.calls
+    with pytest.raises(BackendError, match="backend is closed"):
+        backend.infer(x)
+
+
+def test_an_engine_of_another_jetson_module_is_refused(tmp_path, monkeypatch):
+    artifact = engine_files(tmp_path)
+    artifact.meta["tensorrt"]["module"] = "NVIDIA Jetson AGX Orin Developer Kit"
+    model = tmp_path / "model"
+    model.write_bytes(b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\x00")
+    monkeypatch.setattr("edgesewer.runtime.artifact.DEVICE_TREE_MODEL", model)
+    trt = fake_trt()
+    with pytest.raises(BackendError, match=r"built on NVIDIA Jetson AGX Orin Developer Kit, this device is NVIDIA "
+                                           r"Jetson Orin Nano Engineering Reference Developer Kit Super \(same sm 8.7"):
+        open_backend(artifact, trt=trt)
+    assert "deserialize" not in [c[0] for c in trt.calls]
+    model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    open_backend(artifact, trt=trt)  # the module it was built on
+    del artifact.meta["tensorrt"]["module"]
+    open_backend(artifact, trt=trt)  # an engine sidecar from before modules were recorded still loads
+
+
+def test_device_info_detaches_the_context_it_made(monkeypatch):
+    from edgesewer.export import device_info
+
+    made = []
+
+    class Api(FakeCuda):
+        def __init__(self):
+            super().__init__("Orin", "8.7")
+            made.append(self)
+
+    monkeypatch.setattr("edgesewer.runtime.backends.tensorrt.load_cuda_api", lambda prefer="auto": Api())
+    assert device_info.gpu_info() == ("Orin", "8.7")
+    assert device_info.gpu_info() == ("Orin", "8.7")
+    assert [api.events for api in made] == [[("detach CUDA context",)]] * 2
+
+
 def _gpu_available() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -336,7 +476,7 @@ def test_real_engine_matches_onnx_runtime(tmp_path):
     data = json.loads(sidecar_path_for(onnx_path).read_text())
     data.update(
         file=engine_path.name,
-        file_sha256=None,
+        file_sha256=hashlib.sha256(engine_path.read_bytes()).hexdigest(),
         target="tensorrt",
         tensorrt={
             "version": trt.__version__,

@@ -92,3 +92,33 @@ def test_frames_command(tmp_path):
     bad = runner.invoke(app, ["frames", "--data", str(tmp_path / "synth"), "--out", str(tmp_path / "g"),
                               "--val-videos", "2"])
     assert bad.exit_code != 0 and "--val-videos must leave at least one" in bad.output
+
+
+def test_frames_refuses_a_sewerml_folder_it_did_not_write(tmp_path):
+    videos = tmp_path / "synth" / "videos"
+    videos.mkdir(parents=True)
+    for k in range(2):
+        writer = cv2.VideoWriter(str(videos / f"inspection_00{k}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 32))
+        for i in range(4):
+            writer.write(np.full((32, 32, 3), 40 * i, dtype=np.uint8))
+        writer.release()
+        _write(videos / f"inspection_00{k}.json", {"fps": 10, "n_frames": 4, "frames": [["OB"]] * 4})
+    theirs = tmp_path / "sewerml"  # somebody's labelled set: its CSV must survive
+    theirs.mkdir()
+    (theirs / "SewerML_Train.csv").write_text("Filename,VA\nx.png,1\n")
+    before = (theirs / "SewerML_Train.csv").read_bytes()
+    args = ["frames", "--data", str(tmp_path / "synth"), "--stride", "2"]
+    bad = runner.invoke(app, [*args, "--out", str(theirs)])
+    assert bad.exit_code == 1 and "SewerML_Train.csv not written by `edgesewer video frames`" in bad.output
+    assert (theirs / "SewerML_Train.csv").read_bytes() == before and not (theirs / "images").exists()
+    # the synthetic set's own folder is not ours either (its CSVs are the synth writer's)
+    (tmp_path / "synth" / "SewerML_Val.csv").write_text("Filename\n")
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "synth")]).exit_code == 1
+    # our own folder is rewritten, stale frames of the earlier run removed
+    ours = tmp_path / "f"
+    assert runner.invoke(app, [*args, "--out", str(ours)]).exit_code == 0
+    (ours / "images" / "stale.png").write_bytes(b"x")
+    again = runner.invoke(app, [*args, "--out", str(ours), "--stride", "4"])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in (ours / "images").iterdir()) == ["inspection_000_f000000.png",
+                                                                    "inspection_001_f000000.png"]

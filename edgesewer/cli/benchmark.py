@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesewer.cli._errors import one_line_errors
+from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 
 
 @one_line_errors
@@ -42,6 +43,7 @@ def benchmark_command(
     pipeline_frames: Annotated[int, typer.Option(help="At most this many video frames for pipeline FPS (0: skip).")
                                ] = 200,
     eager: Annotated[bool, typer.Option("--eager/--no-eager", help="Time the PyTorch eager reference.")] = True,
+    trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """Benchmark exported models: latency p50/p90/p99, throughput, pipeline FPS, memory, accuracy, x eager."""
     from edgesewer.benchmark import BenchmarkOptions, TimingPlan, run_benchmark
@@ -55,7 +57,8 @@ def benchmark_command(
         batch_sizes=parse_ints(batch_sizes, "--batch-sizes"), timing=TimingPlan(warmup_s, min_s, min_iters, max_s),
         threads=threads, calib_images=calib_images, accuracy_images=accuracy_images, pipeline_frames=pipeline_frames,
         eager=eager)
-    result = run_benchmark(opts)
+    with checkpoint_trust(trust_checkpoint):
+        result = run_benchmark(opts)
     console = table_console()
     table, failed = console_table(result)
     if table.row_count:

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from edgesewer.cli._errors import one_line_errors
+from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 from edgesewer.errors import DataError
 from edgesewer.taxonomy import CIW, SEWER_CODES
 
@@ -66,6 +67,7 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="With --weights: auto, cpu, cuda or cuda:N.")] = "auto",
     save_scores: Annotated[Optional[Path], typer.Option(
         "--save-scores", help="With --weights: write the score CSV here.")] = None,
+    trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """Score predictions against Sewer-ML ground truth (F2_CIW, F1_Normal, mAP and per-class metrics).
 
@@ -77,10 +79,11 @@ def eval_command(
             raise DataError("give either --scores/--gt or --weights/--data, not both")
         if data is None:
             raise DataError("--weights needs --data DIR (a Sewer-ML folder with SewerML_<split>.csv)")
-        if _checkpoint_task(weights) == "segment":
-            _eval_segmenter(weights, data, split, device, json_out)
-        else:
-            _eval_weights(weights, data, split, batch, device, threshold, json_out, save_scores)
+        with checkpoint_trust(trust_checkpoint):
+            if _checkpoint_task(weights) == "segment":
+                _eval_segmenter(weights, data, split, device, json_out)
+            else:
+                _eval_weights(weights, data, split, batch, device, threshold, json_out, save_scores)
         return
     if scores is None or gt is None:
         raise DataError("give --scores CSV and --gt CSV, or --weights CKPT and --data DIR")

@@ -12,13 +12,15 @@ from typing import Annotated, Optional
 import typer
 
 from edgesewer.cli._errors import one_line_errors
+from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 
 
 @one_line_errors
 def export_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name, e.g. vit-t-dino, ma-q2l-r101, scnet.")],
     precision: Annotated[Optional[str], typer.Option(
-        help="fp32 | fp16 | int8 (Q/DQ; with --target ort-cpu also the CPU-fast int8-cpu) | int8-cpu. "
+        help="fp32 | fp16 | int8 (Q/DQ; with --target ort-cpu also the CPU-fast int8-cpu) | int8-fp16 (Q/DQ in an "
+             "FP16 graph, for strongly typed TensorRT 10.12+/11) | int8-cpu. "
              "Default: the target profile's.")] = None,
     weights: Annotated[Optional[str], typer.Option(
         help="Checkpoint (default: newest runs/<model>/*/best.pt), or 'random' for a speed-only export.")] = None,
@@ -43,6 +45,7 @@ def export_command(
     classes: Annotated[Optional[Path], typer.Option(
         help="Zero-shot models (sfr-net): class text file (CODE.name / CODE.text lines) to bake in; "
              "default: the trained classes.")] = None,
+    trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """Export a model to ONNX (fp32/fp16/int8) with a sidecar, and a TensorRT engine when TensorRT is here."""
     from rich.console import Console
@@ -51,13 +54,11 @@ def export_command(
     from edgesewer.export.summary import summary_table
 
     console = Console()
-    result = run_export(
-        ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
-                      calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
-                      imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy,
-                      classes=classes),
-        log=lambda line: console.print(line, highlight=False),
-    )
+    options = ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
+                            calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
+                            imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy, classes=classes)
+    with checkpoint_trust(trust_checkpoint):
+        result = run_export(options, log=lambda line: console.print(line, highlight=False))
     console.print(summary_table(result))
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)

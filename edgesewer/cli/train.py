@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesewer.cli._errors import one_line_errors
+from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 from edgesewer.errors import DataError
 
 ModelArg = Annotated[str, typer.Argument(help="Model name, e.g. vit-t, vit-t-dino, q2l-r101, ma-q2l-r101.")]
@@ -93,6 +94,7 @@ def train_command(
     backbone: Annotated[Optional[Path], typer.Option("--backbone", help="DINO backbone.pt to fine-tune from.")] = None,
     fraction: Annotated[Optional[float], typer.Option("--fraction", help="Share of training rows (0-1].")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="finetune, linear_probe or hybrid.")] = None,
+    trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """Train a model on a Sewer-ML folder (classifiers, sfr-net) or a crack dataset (scnet).
 
@@ -107,7 +109,9 @@ def train_command(
                       workers=workers, backbone=backbone, fraction=fraction, mode=mode)
     resolved = load_recipe(model, recipe, sets, stage="train")
     try:
-        _report(run(resolved, data, out=out, resume=resume), model, data, "train", task)
+        with checkpoint_trust(trust_checkpoint):
+            result = run(resolved, data, out=out, resume=resume)
+        _report(result, model, data, "train", task)
     finally:
         cleanup_distributed()
 
@@ -118,7 +122,7 @@ def pretrain_command(
     data: Annotated[Path, typer.Option("--data", help="Sewer-ML folder or a folder of unlabelled images.")],
     recipe: RecipeOpt = None, epochs: EpochsOpt = None, batch: BatchOpt = None, imgsz: ImgszOpt = None,
     set_: SetOpt = None, resume: ResumeOpt = None, out: OutOpt = None, max_minutes: MinutesOpt = None,
-    device: DeviceOpt = None, workers: WorkersOpt = None,
+    device: DeviceOpt = None, workers: WorkersOpt = None, trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """DINO self-supervised pretraining of a ViT backbone (recipe from train/<model>.pretrain.yaml)."""
     from edgesewer.train.dino_pretrain import pretrain_dino
@@ -130,6 +134,8 @@ def pretrain_command(
                       workers=workers)
     resolved = load_recipe(model, recipe, sets, stage="pretrain")
     try:
-        _report(pretrain_dino(resolved, data, out=out, resume=resume), model, data, "pretrain")
+        with checkpoint_trust(trust_checkpoint):
+            result = pretrain_dino(resolved, data, out=out, resume=resume)
+        _report(result, model, data, "pretrain")
     finally:
         cleanup_distributed()

@@ -20,6 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesewer.cli._errors import one_line_errors
+from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 from edgesewer.errors import DataError
 
 app = typer.Typer(help="Video-level defect classification: super-image models, frame aggregation, VideoPipe format.",
@@ -103,7 +104,8 @@ def train(labels: LabelsOpt, classes: ClassesOpt = "videopipe", video_dir: Video
           fold: Annotated[Optional[int], typer.Option(help="Fold to hold out (video.fold).")] = None,
           model: ModelOpt = None, frame_model: FrameOpt = None, recipe: RecipeOpt = None, sets: SetOpt = None,
           out: Annotated[Optional[Path], typer.Option(help="Run folder.")] = None,
-          resume: Annotated[Optional[Path], typer.Option(help="Continue from a run's last.pt.")] = None) -> None:
+          resume: Annotated[Optional[Path], typer.Option(help="Continue from a run's last.pt.")] = None,
+          trust_checkpoint: TrustCheckpointOpt = False) -> None:
     """Train one super-image model (or frame classifier) with one fold or a held-out set for validation."""
     from edgesewer.data.video import read_labels
     from edgesewer.train.video import split_train_val, train_video
@@ -111,7 +113,8 @@ def train(labels: LabelsOpt, classes: ClassesOpt = "videopipe", video_dir: Video
     rec, section = _recipe(recipe, model, labels, classes, video_dir, sets, frame_model,
                            fold=fold, val_labels=str(val_labels) if val_labels else None)
     train_set, val_set = split_train_val(read_labels(labels, section.classes, video_dir), section)
-    result = train_video(rec, section, train_set, val_set, out=out, resume=resume)
+    with checkpoint_trust(trust_checkpoint):
+        result = train_video(rec, section, train_set, val_set, out=out, resume=resume)
     best = result.best_metrics
     typer.echo("best epoch {}: {}".format(best.get("epoch", "-"), "  ".join(
         f"{k} {best[k]:.4f}" for k in ("mAP", "mAP_post", "F2_CIW", "F1_Normal") if k in best)))
@@ -152,17 +155,20 @@ def predict(weights: Annotated[Path, typer.Option("--weights", help="best.pt of 
             labels: Annotated[Optional[Path], typer.Option(help="Labels JSON naming the videos.")] = None,
             videos: Annotated[Optional[Path], typer.Option(help="Or: a folder of .mp4 videos.")] = None,
             video_dir: VideoDirOpt = None, batch: int = 8, device: str = "cpu", workers: int = 0,
-            aggregate: Annotated[Optional[str], typer.Option(help="Frame models: mean, max or median.")] = None) -> None:
+            aggregate: Annotated[Optional[str], typer.Option(help="Frame models: mean, max or median.")] = None,
+            trust_checkpoint: TrustCheckpointOpt = False) -> None:
     """Score videos with a trained model (results in the VideoPipe submission format)."""
     from edgesewer.data.video import read_labels, write_results
     from edgesewer.train.video import load_video_checkpoint, predict_checkpoint
 
-    _, cfg, _ = load_video_checkpoint(weights)
+    with checkpoint_trust(trust_checkpoint):
+        _, cfg, _ = load_video_checkpoint(weights)
     classes = "videopipe" if "ZC" in cfg.classes else "sewerml"
     if (labels is None) == (videos is None):
         raise DataError("give --labels FILE or --videos DIR")
     target = read_labels(labels, cfg.classes, video_dir) if labels else _unlabelled(videos, classes)
-    scores = predict_checkpoint(weights, target, batch, device, aggregate, workers)
+    with checkpoint_trust(trust_checkpoint):
+        scores = predict_checkpoint(weights, target, batch, device, aggregate, workers)
     typer.echo(f"wrote {write_results(out, target.names, scores)} ({len(target)} videos)")
 
 

@@ -12,6 +12,7 @@ training video: neighbouring frames are near-duplicates, and a frame split would
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from edgesewer.data.sewerml import write_labels_csv
 from edgesewer.data.video import InspectionGT, _open, find_inspection_videos, read_inspection_gt, shrink_to
 from edgesewer.errors import DataError
 from edgesewer.taxonomy import SEWER_CODES
+
+
+MANIFEST = "video_frames.json"  # marks a folder as this writer's (as synth.json does for `data synth`)
 
 
 @dataclass
@@ -75,6 +79,21 @@ def _add_video(rows: _Rows, gt: InspectionGT, level: int, image_dir: Path, strid
         cap.release()
 
 
+def _prepare(out: Path, manifest: dict) -> Path:
+    """Claim `out` (refusing a Sewer-ML folder somebody else wrote), clear our earlier images; the images folder."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    theirs = sorted(p.name for p in (*out.glob("SewerML_*.csv"), out / "images") if p.exists())
+    if theirs and not (out / MANIFEST).is_file():
+        raise DataError(f"{out}: already holds {', '.join(theirs)} not written by `edgesewer video frames`; "
+                        "choose an empty --out folder")
+    if (out / "images").is_dir():
+        shutil.rmtree(out / "images")  # ours, from an earlier run: stale frames must not linger
+    (out / "images").mkdir(parents=True)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # first, so a half-written folder is ours too
+    return out / "images"
+
+
 def extract_inspection_frames(root: str | Path, out: str | Path, stride: int = 2, val_videos: int = 1,
                               max_side: int | None = None, progress: bool = True) -> FrameSetSummary:
     """Write `out/images/*.png`, `out/SewerML_Train.csv` and `out/SewerML_Val.csv` from the videos under `root`."""
@@ -87,8 +106,8 @@ def extract_inspection_frames(root: str | Path, out: str | Path, stride: int = 2
         raise DataError(f"{root}: {len(jsons)} videos; --val-videos must leave at least one for training "
                         f"(got {val_videos})")
     out = Path(out)
-    image_dir = out / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    image_dir = _prepare(out, {"written_by": "edgesewer video frames", "data": str(root), "stride": stride,
+                               "val_videos": val_videos, "max_side": max_side})
     split_at = len(jsons) - val_videos
     train_rows, val_rows = _Rows(), _Rows()
     videos = [(read_inspection_gt(p), _water_level(p)) for p in jsons]

@@ -30,7 +30,7 @@ from edgesewer.modelcfg import ModelCfg
 
 CLASSIFY_KEYS = ("F2_CIW", "F1_Normal", "mAP")
 SEGMENT_KEYS = ("ODS", "OIS", "AUPRC", "IoU", "region_F1")
-PRECISION_ORDER = ("fp32", "fp16", "int8", "int8-cpu")
+PRECISION_ORDER = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 
 
 def headline_keys(task: str) -> tuple[str, ...]:

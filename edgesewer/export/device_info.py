@@ -12,8 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgesewer.runtime.artifact import DEVICE_TREE_MODEL, jetson_module
+
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 # L4T release -> JetPack, for images without the nvidia-jetpack meta package.
 L4T_TO_JETPACK = {
     "35.1": "5.0.2", "35.2": "5.1", "35.3": "5.1.1", "35.4": "5.1.2", "35.5": "5.1.3", "35.6": "5.1.4",
@@ -26,9 +27,16 @@ def gpu_info() -> tuple[str, str] | None:
     try:
         from edgesewer.runtime.backends.tensorrt import load_cuda_api
 
-        return load_cuda_api().device_info()
+        api = load_cuda_api()
     except Exception:  # noqa: BLE001 - no CUDA bindings or no GPU: try the next source
-        pass
+        api = None
+    if api is not None:
+        try:
+            return api.device_info()
+        except Exception:  # noqa: BLE001 - a GPU that does not answer: try nvidia-smi
+            pass
+        finally:
+            api.close()  # pycuda made a context for this question: detach it, or every build leaks one
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(
@@ -68,10 +76,9 @@ def jetson_info(release_file: Path = NV_TEGRA_RELEASE, model_file: Path = DEVICE
     if l4t is None:
         return None
     info = {"l4t": l4t, "jetpack": _jetpack_from_dpkg() or jetpack_for_l4t(l4t) or "unknown"}
-    try:
-        info["module"] = model_file.read_text(errors="replace").strip("\x00 \n")
-    except OSError:
-        pass
+    module = jetson_module(model_file)  # the runtime compares the engine's module with its own reading
+    if module:
+        info["module"] = module
     return info
 
 

@@ -19,7 +19,7 @@ from edgesewer import __version__
 from edgesewer.errors import DataError
 
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 TARGETS = ("ort-cpu", "tensorrt")
 # Keys every sidecar carries; readers may rely on them being present (null where not applicable).
 REQUIRED_KEYS = (

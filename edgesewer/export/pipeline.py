@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from edgesewer.export.calibrate import Calibration, ImageSet
     from edgesewer.export.weights import LoadedModel
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 VIDEO_ACCURACY = ("a video (super-image) model is not measured on Sewer-ML stills; score the checkpoint on "
                   "labelled clips with `edgesewer video predict` and `edgesewer video eval`")
 
@@ -226,7 +226,7 @@ class _Stage:
         self.check_parity()
         if "fp16" in wanted:
             self.make_fp16()
-        if "int8" in wanted or "int8-cpu" in wanted:
+        if {"int8", "int8-fp16", "int8-cpu"} & set(wanted):
             self.make_int8(wanted)
         self.score_parity(wanted)
         if self.want_accuracy():
@@ -268,9 +268,9 @@ class _Stage:
 
     def make_int8(self, wanted: list[str]) -> None:
         from edgesewer.export.calibrate import calibrate, select_images
-        from edgesewer.export.quantize import quantize_cpu, quantize_qdq
+        from edgesewer.export.quantize import quantize_cpu, quantize_qdq, quantize_qdq_fp16
 
-        needs_calibration = "int8" in wanted or self.profile.cpu_int8 != "dynamic"
+        needs_calibration = "int8" in wanted or "int8-fp16" in wanted or self.profile.cpu_int8 != "dynamic"
         if needs_calibration:
             n = self.opts.calib_images or self.profile.int8.images
             method = self.opts.calib_method or model_calib_method(self.cfg) or self.profile.int8.method
@@ -292,6 +292,12 @@ class _Stage:
                                       self.profile.int8.weight_qdq_pair)
             self.files["int8"] = result.path
             self.extras["int8"] = {"quantization": result.as_dict()}
+        if "int8-fp16" in wanted:
+            with self.timed("INT8 Q/DQ in an FP16 graph (opset 19; norms, softmax, head FP32)"):
+                result = quantize_qdq_fp16(self.files["fp32"], self.path("int8-fp16"), self.calibration,
+                                           self.profile.int8.weight_qdq_pair)
+            self.files["int8-fp16"] = result.path
+            self.extras["int8-fp16"] = {"quantization": result.as_dict(), "high_precision_dtype": "fp16"}
         if "int8-cpu" in wanted:
             with self.timed(f"INT8 for the CPU ({self.profile.cpu_int8})") as step:
                 result = quantize_cpu(self.files["fp32"], self.path("int8-cpu"), self.calibration, self.profile.cpu_int8)
@@ -350,13 +356,15 @@ class _Stage:
                                             "data": str(images.source), "split": images.split}
 
     def calibration_entry(self, precision: str) -> dict[str, Any] | None:
-        if self.calibration is None or precision not in ("int8", "int8-cpu"):
+        if self.calibration is None or precision not in ("int8", "int8-fp16", "int8-cpu"):
             return None
         if precision == "int8-cpu" and self.extras["int8-cpu"]["quantization"]["mode"] == "dynamic":
             return None  # dynamic quantisation measures activations at run time
         return self.calibration.as_dict()
 
     def write_sidecars(self, wanted: list[str]) -> None:
+        from edgesewer.export.quantize import QDQ_FP16_OPSET
+
         onnx_sha = sha256_file(self.files["fp32"])
         build = {"profile": self.profile.name, "tensorrt": self.profile.tensorrt, "batch": self.batch.as_dict(),
                  "workspace_gib": self.profile.workspace_gib, "strongly_typed": self.profile.strongly_typed,
@@ -366,7 +374,8 @@ class _Stage:
             sidecar = build_sidecar(
                 model=self.opts.model, task=self.cfg.task, precision=precision,
                 target="ort-cpu" if precision == "int8-cpu" else self.profile.target,
-                model_file=self.files[precision], onnx_sha256=onnx_sha, opset=self.opset,
+                model_file=self.files[precision], onnx_sha256=onnx_sha,
+                opset=QDQ_FP16_OPSET if precision == "int8-fp16" else self.opset,
                 model_cfg=self.cfg.to_dict(), inputs=[t.as_dict() for t in self.inputs],
                 outputs=[t.as_dict() for t in self.outputs], weights=self.loaded.weights,
                 calibration=self.calibration_entry(precision), parity=self.parity.get(precision),

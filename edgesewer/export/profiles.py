@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from edgesewer.errors import DataError, ExportError
+from edgesewer.export.metadata import PRECISIONS
 
 # Per-channel QuantizeLinear/DequantizeLinear (axis attribute) exist from opset 13.
 MIN_OPSET = 13
@@ -151,8 +152,8 @@ def _profile_from_dict(raw: dict[str, Any], path: Path) -> TargetProfile:
     if cpu_int8 not in ("auto", "dynamic", "static"):
         raise DataError(f"{path}: cpu_int8 must be auto, dynamic or static")
     precision = str(raw.get("precision", "fp32"))
-    if precision not in ("fp32", "fp16", "int8", "int8-cpu"):
-        raise DataError(f"{path}: precision must be fp32, fp16, int8 or int8-cpu")
+    if precision not in PRECISIONS:
+        raise DataError(f"{path}: precision must be one of {', '.join(PRECISIONS)}")
     return TargetProfile(
         name=str(raw.get("name", path.stem)),
         target=target,

@@ -6,6 +6,11 @@ inputs of Conv/ConvTranspose/Gemm/MatMul with int8 activations and weights, symm
 DequantizeLinear), one dedicated pair per consumer; LayerNorm, Softmax, instance norm and the
 final head stay unquantised.
 
+`int8-fp16` (TensorRT 10.12+/11, strongly typed): the same Q/DQ placement in an FP16 graph (Q/DQ
+scales in FP16, opset 19; ModelOpt's `high_precision_dtype=fp16`). A strongly typed build runs
+every layer in the type the ONNX gives it, so the unquantised layers of the plain `int8` graph
+would run in FP32 there and INT8 would lose to FP16; here they are FP16, as in the `fp16` artifact.
+
 `int8-cpu` (ONNX Runtime on x86): the symmetric Q/DQ graph runs *slower* than FP32 on the CPU
 (ORT cannot fuse int8-activation Q/DQ around transformer MatMuls), so the CPU artifact is
 either dynamic quantisation (int8 weights, activations quantised per call) or static QOperator
@@ -85,6 +90,36 @@ def quantize_qdq(src: str | Path, dst: str | Path, calibration: Calibration, wei
     )
     _copy_metadata(model, dst)
     return QuantResult(Path(dst), exclude, "qdq")
+
+
+QDQ_FP16_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take FP16 inputs and scales
+
+
+def quantize_qdq_fp16(src: str | Path, dst: str | Path, calibration: Calibration,
+                      weight_qdq_pair: bool = False) -> QuantResult:
+    """`int8-fp16`: the `int8` Q/DQ graph with FP16 unquantised layers (see module docstring).
+
+    The FP32 graph is moved to opset 19 (onnx's version converter), quantised exactly like `int8`
+    from the same calibration, then converted to FP16 by the `fp16` converter, which keeps I/O,
+    norms, softmax and the head in FP32 and turns the Q/DQ scales into FP16.
+    """
+    from onnx import version_converter
+
+    from edgesewer.export.fp16 import convert_fp16
+
+    model = onnx.load(str(src))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    with tempfile.TemporaryDirectory(prefix="edgesewer-int8fp16-") as tmp:
+        upgraded, qdq = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        try:
+            moved = version_converter.convert_version(model, QDQ_FP16_OPSET) if opset < QDQ_FP16_OPSET else model
+        except Exception as exc:  # noqa: BLE001 - the converter raises bare errors on ops it cannot adapt
+            raise ExportError(f"{src}: cannot move the graph from opset {opset} to {QDQ_FP16_OPSET} for int8-fp16 "
+                              f"({type(exc).__name__}: {exc})") from None
+        onnx.save(moved, str(upgraded))
+        quantized = quantize_qdq(upgraded, qdq, calibration, weight_qdq_pair)
+        convert_fp16(qdq, dst)
+    return QuantResult(Path(dst), quantized.excluded_nodes, "qdq-fp16")
 
 
 def quantize_cpu(

@@ -6,8 +6,11 @@ the API (`hasattr`) rather than comparing version strings (SPEC 6):
     EXPLICIT_BATCH network flag     only where implicit batch still exists (Builder.max_batch_size, TRT < 10)
     precision                       lives in the ONNX (FP16 graph / Q/DQ INT8 graph); on TRT <= 10.x
                                     weakly typed builds also set the matching FP16 / INT8 flags, or
-                                    build strongly typed when the profile asks; TRT 11 has no
-                                    precision flags and is always strongly typed
+                                    build strongly typed when the profile asks; from 10.12 (which
+                                    deprecates those flags) Q/DQ networks build strongly typed; TRT 11
+                                    has no precision flags and is always strongly typed
+    plugins                         init_libnvinfer_plugins before the parser (8.5/8.6 turn
+                                    InstanceNormalization into the InstanceNormalization_TRT plugin)
     workspace                       set_memory_pool_limit(WORKSPACE), or max_workspace_size (< 8.4)
     timing cache                    loaded from / saved to a file per (TensorRT version, GPU)
     optimisation profile            one, batch min/opt/max from the target profile
@@ -79,19 +82,29 @@ class BuildPlan:
     strongly_typed: bool
 
 
-_WEAK_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}  # int8: unquantised layers may use FP16
+_WEAK_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16"),  # int8: unquantised layers may use FP16
+               "int8-fp16": ()}  # FP16 graph with Q/DQ: always strongly typed, its types say it all
+
+
+# TensorRT 10.12 deprecates weak typing and the FP16/INT8 builder flags (not probe-able: they still exist).
+QDQ_STRONGLY_TYPED_FROM = (10, 12)
+QDQ_PRECISIONS = ("int8", "int8-fp16")  # ONNX graphs with QuantizeLinear/DequantizeLinear
 
 
 def plan_build(features: TrtFeatures, precision: str, strongly_typed: str = "auto") -> BuildPlan:
     """Network and builder flags for an artifact of `precision` on this TensorRT.
 
-    `strongly_typed`: "auto" (weak typing + flags where the flags exist, strongly typed where they
-    are gone), "true" (strongly typed; TensorRT 9+), "false" (weak typing; needs TRT <= 10.x).
+    `strongly_typed`: "auto" (weak typing + flags where the flags exist and are not deprecated for
+    the graph, strongly typed otherwise), "true" (strongly typed; TensorRT 9+), "false" (weak typing;
+    needs TRT <= 10.x).
     """
     if precision == "int8-cpu":
         raise ExportError("int8-cpu artifacts are for ONNX Runtime on a CPU; build the int8 (Q/DQ) artifact instead")
     if precision not in _WEAK_FLAGS:
         raise ExportError(f"unknown precision {precision!r}")
+    if precision == "int8-fp16" and strongly_typed == "false":
+        raise ExportError("an int8-fp16 artifact carries its FP16 layers in its types: build it strongly typed "
+                          "(strongly_typed: auto or true)")
     network = ("EXPLICIT_BATCH",) if features.explicit_batch_flag else ()
     if not features.precision_flags:
         if strongly_typed == "false":
@@ -99,7 +112,9 @@ def plan_build(features: TrtFeatures, precision: str, strongly_typed: str = "aut
                               "set strongly_typed: auto in the target profile")
         # TRT 11: always strongly typed; the flag is deprecated and ignored, so it is not passed.
         return BuildPlan(network, (), True)
-    if strongly_typed == "true":
+    qdq_typed = (precision in QDQ_PRECISIONS and strongly_typed == "auto" and features.strongly_typed_flag
+                 and _version_tuple(features.version)[:2] >= QDQ_STRONGLY_TYPED_FROM)
+    if strongly_typed == "true" or qdq_typed or precision == "int8-fp16":
         if not features.strongly_typed_flag:
             raise ExportError(f"TensorRT {features.version} cannot build strongly typed networks (needs 9.0+); "
                               "set strongly_typed: false or auto in the target profile")
@@ -205,6 +220,7 @@ def build_engine(
     features = probe_features(trt)
     plan = plan_build(features, precision, strongly_typed)
     logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # before parsing: the parser may emit TensorRT's own plugins
     builder = trt.Builder(logger)
     flag_bits = 0
     for name in plan.network_flags:
@@ -303,9 +319,13 @@ def build_from_artifact(
         batch=profile, workspace_gib=workspace, strongly_typed=str(build_cfg.get("strongly_typed", "auto")),
         cache_dir=Path(cache_dir) if cache_dir else default_timing_cache_dir(), gpu=gpu, trt=trt,
     )
+    if plan.strongly_typed and sidecar["precision"] == "int8":
+        notes.append(f"{onnx_path.name}: strongly typed, its unquantised layers run in FP32 (slower than the fp16 "
+                     "engine); export --precision int8-fp16 for an INT8 engine whose other layers are FP16")
     jetson = jetson if jetson is not None else device_info.jetson_info()
     info["jetpack"] = jetson.get("jetpack") if jetson else None
     info["l4t"] = jetson.get("l4t") if jetson else None
+    info["module"] = jetson.get("module") if jetson else None  # AGX Orin and Orin Nano share sm 8.7
     engine_sidecar = dict(sidecar)
     engine_sidecar.update({
         "target": "tensorrt",

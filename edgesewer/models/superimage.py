@@ -27,6 +27,7 @@ from edgesewer.metrics.videopipe import NORMAL_THRESHOLD
 from edgesewer.modelcfg import IMAGENET_MEAN, IMAGENET_STD, ModelCfg
 from edgesewer.models._registry import register_model
 from edgesewer.taxonomy import VIDEOPIPE_CODES, VIDEOPIPE_NORMAL
+from edgesewer.train.checkpoint import read_torch_file
 
 _PAPER = "VideoPipe 2022 challenge report: super-image video classification"
 DEFAULT_CLIP_SECONDS = 4.0  # runtime window: 9 frames spread over this span
@@ -81,10 +82,7 @@ def load_frame_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise ModelNotFound(f"{path}: no such frame-classifier checkpoint")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ModelNotFound(f"{path}: cannot read checkpoint ({type(exc).__name__})") from None
+    state: Any = read_torch_file(path, "frame-classifier checkpoint")
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping):

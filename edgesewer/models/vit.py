@@ -22,6 +22,7 @@ from edgesewer.errors import ModelNotFound
 from edgesewer.modelcfg import SEWERML_MEAN, SEWERML_STD, ModelCfg
 from edgesewer.models._registry import register_model
 from edgesewer.taxonomy import SEWER_CODES
+from edgesewer.train.checkpoint import read_torch_file
 
 _PAPER = "Self-supervised DINO pretraining of ViT-T/S on sewer footage"
 
@@ -72,16 +73,7 @@ def _vit_cfg(name: str) -> ModelCfg:
 def _read_checkpoint(path: Path) -> Any:
     if not path.is_file():
         raise ModelNotFound(f"{path}: no such backbone checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - retried below; the file may hold numpy objects (our own training logs)
-        pass
-    try:
-        # Our own / official DINO checkpoints can hold argparse Namespaces or numpy arrays, which
-        # the safe loader refuses; the path is one the user passed for their own model.
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ModelNotFound(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+    return read_torch_file(path, "backbone checkpoint")
 
 
 def extract_backbone_state(checkpoint: Any, which: str = "teacher") -> dict[str, torch.Tensor]:

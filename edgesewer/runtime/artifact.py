@@ -22,7 +22,7 @@ from edgesewer.modelcfg import ModelCfg
 
 SIDECAR_FORMAT_VERSION = 1
 TASKS = ("classify", "segment", "video", "zeroshot")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 REQUIRED_FIELDS = ("format_version", "model", "task", "precision", "file", "model_cfg", "inputs", "outputs")
 # Which output a task must have, by the name the export contract gives it.
 TASK_OUTPUT = {"classify": "logits", "video": "logits", "zeroshot": "logits", "segment": "prob"}
@@ -183,13 +183,10 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Artifact:
     if not model_path.exists():
         raise BackendError(f"{sidecar}: its model file {model_path.name} is missing")
     fmt = "engine" if model_path.suffix == ".engine" else "onnx"
-    if check_hash and meta.get("file_sha256"):
-        actual = file_sha256(model_path)
-        if actual != meta["file_sha256"]:
-            raise BackendError(
-                f"{model_path}: does not match its sidecar (sha256 {actual[:12]} != {str(meta['file_sha256'])[:12]}); "
-                "the model was replaced or re-exported without its sidecar"
-            )
+    if check_hash and fmt == "engine":
+        _check_engine_hash(model_path, sidecar, meta, file_sha256(model_path))
+    elif check_hash and meta.get("file_sha256"):
+        _check_hash(model_path, meta, file_sha256(model_path))
     try:
         cfg = ModelCfg.from_dict(meta["model_cfg"])
         inputs = [TensorSpec.from_dict(d) for d in meta["inputs"]]
@@ -199,6 +196,35 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Artifact:
     artifact = Artifact(model_path, sidecar, fmt, meta, cfg, inputs, outputs)
     _check_consistent(artifact)
     return artifact
+
+
+def _check_hash(model_path: Path, meta: dict[str, Any], actual: str) -> None:
+    if actual != meta["file_sha256"]:
+        raise BackendError(
+            f"{model_path}: does not match its sidecar (sha256 {actual[:12]} != {str(meta['file_sha256'])[:12]}); "
+            "the model was replaced or re-exported without its sidecar"
+        )
+
+
+def _check_engine_hash(model_path: Path, sidecar: Path, meta: dict[str, Any], actual: str) -> None:
+    # An engine is native code that TensorRT runs as it finds it: only the exact file the sidecar describes loads.
+    if not meta.get("file_sha256"):
+        raise BackendError(
+            f"{sidecar}: has no file_sha256 for {model_path.name}; an engine loads only with the hash of the file "
+            "that was built: rebuild it on this device (edgesewer build)"
+        )
+    _check_hash(model_path, meta, actual)
+
+
+def verified_engine_bytes(artifact: Artifact) -> bytes:
+    """The engine file's bytes, checked against the sidecar's sha256: what the backend deserialises.
+
+    Hashing the very bytes that are handed to TensorRT leaves no window for the file to change between
+    the check and the load.
+    """
+    data = artifact.model_path.read_bytes()
+    _check_engine_hash(artifact.model_path, artifact.sidecar_path, artifact.meta, hashlib.sha256(data).hexdigest())
+    return data
 
 
 def _check_consistent(a: Artifact) -> None:
@@ -243,8 +269,26 @@ def _version_key(version: str | None) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_engine_compatible(artifact: Artifact, trt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse an engine built by another TensorRT release or on another GPU, in one line."""
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+
+
+def jetson_module(model_file: Path | None = None) -> str | None:
+    """The Jetson module this runs on ("NVIDIA Jetson AGX Orin Developer Kit"), None off a Jetson.
+
+    AGX Orin and Orin Nano both report sm 8.7 with the same GPU name, but have different SM counts
+    and memory, so the module is what tells their engines apart.
+    """
+    try:
+        text = (model_file or DEVICE_TREE_MODEL).read_text(errors="replace")
+    except OSError:
+        return None
+    return text.strip("\x00 \n") or None
+
+
+def check_engine_compatible(
+    artifact: Artifact, trt_version: str, gpu_name: str, compute_capability: str, module: str | None = None
+) -> None:
+    """Refuse an engine built by another TensorRT release, on another GPU or another Jetson module, in one line."""
     info = artifact.tensorrt or {}
     built_version = str(info.get("version", "?"))
     built_gpu = str(info.get("gpu", "?"))
@@ -259,4 +303,10 @@ def check_engine_compatible(artifact: Artifact, trt_version: str, gpu_name: str,
         raise BackendError(
             f"{artifact.model_path}: built for {built_gpu} (sm {built_cc}), this device is {gpu_name} "
             f"(sm {compute_capability}); engines are tuned per GPU: {rebuild}"
+        )
+    built_module = info.get("module")
+    if built_module and module and " ".join(str(built_module).split()) != " ".join(module.split()):
+        raise BackendError(
+            f"{artifact.model_path}: built on {built_module}, this device is {module} (same sm {built_cc}, "
+            f"other SM count and memory); engines are tuned per module: {rebuild}"
         )

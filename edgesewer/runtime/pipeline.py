@@ -40,7 +40,7 @@ from edgesewer.runtime.postprocess import (
 from edgesewer.runtime.predictors import ClassifierPredictor, Predictor, SegmenterPredictor
 from edgesewer.runtime.report import write_report
 from edgesewer.runtime.segments import DefectSegment, SegmentTracker
-from edgesewer.runtime.sinks import default_output, open_sink
+from edgesewer.runtime.sinks import default_output, open_sink, refuse_outputs_over_inputs
 from edgesewer.runtime.sources import Frame, VideoSource
 from edgesewer.runtime.stats import LiveStatus, PipelineStats
 from edgesewer.runtime.uri import parse_output
@@ -141,11 +141,28 @@ class InspectionPipeline:
         )
         self.overlay = Overlay()
         self.output = parse_output(options.output) if options.output is not None else default_output(options.headless)
+        refuse_outputs_over_inputs(self._input_files(), self._output_files())
         self.sink = open_sink(self.output, source.fps)
         # Last, so that a bad option above leaves no half-opened event log behind.
         self.events = EventWriter(options.events, every_frame=options.events_every_frame)
         self._started = utc_now()
         self._interrupts = 0  # Ctrl-C / SIGTERM received during this run
+
+    def _input_files(self) -> list[Path]:
+        uri = self.source.uri
+        files = [Path(uri.location)] if uri.kind in ("video", "images") and Path(uri.location).is_file() else []
+        for model in (self.classifier, self.segmenter, self.clip):
+            if model is not None:
+                files += [model.artifact.model_path, model.artifact.sidecar_path]
+        return files
+
+    def _output_files(self) -> dict[str, Path]:
+        files = {"--output video": Path(self.output.location)} if self.output.scheme == "file" else {}
+        if self.opts.events is not None:
+            files["--events log"] = Path(self.opts.events)
+        if self.opts.report is not None:
+            files.update({f"--report {name}": Path(self.opts.report) / name for name in ("report.json", "report.html")})
+        return files
 
     # --- worker threads ---------------------------------------------------------------------
 

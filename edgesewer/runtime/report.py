@@ -33,10 +33,17 @@ def format_time(seconds: float) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Temp file, fsync, rename: a reader (or a power cut) sees the old report or the new one, never half."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # like the events: on a robot, power can go right after the run ends
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_snapshots(

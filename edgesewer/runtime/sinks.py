@@ -7,7 +7,9 @@ the image sinks.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import cv2
 import numpy as np
@@ -19,12 +21,18 @@ FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
 
 class VideoFileSink:
-    """cv2.VideoWriter opened on the first frame, when the frame size is known."""
+    """cv2.VideoWriter opened on the first frame, when the frame size is known.
+
+    Frames go to a hidden temporary file beside `path` (same suffix: FFmpeg picks the container from
+    it), renamed over `path` on close: an existing file stays whole until the new video is complete,
+    and nothing half-named is left behind.
+    """
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = Path(path)
         self.fps = fps if fps > 0 else 25.0
         self._writer: cv2.VideoWriter | None = None
+        self._tmp: Path | None = None
         self.frames = 0
         try:  # fail before the run starts, not at the first frame
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,16 +43,39 @@ class VideoFileSink:
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*FOURCC.get(self.path.suffix.lower(), "mp4v"))
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+            try:
+                fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+            except OSError as exc:
+                raise EdgesewerError(f"{self.path}: cannot write a video here ({exc.strerror})") from None
+            os.close(fd)
+            self._tmp = Path(name)
+            self._writer = cv2.VideoWriter(name, fourcc, self.fps, (width, height))
             if not self._writer.isOpened():
+                self._discard()
                 raise EdgesewerError(f"{self.path}: cannot write a video here (folder not writable or codec missing)")
         self._writer.write(image)
         self.frames += 1
 
+    def _discard(self) -> None:
+        self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finish the file and move it into place (what was recorded before an error or Ctrl-C is kept)."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        tmp, self._tmp = self._tmp, None
+        try:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())  # a robot's power can go right after the run
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise EdgesewerError(f"{self.path}: cannot move the finished video into place ({exc.strerror})") from None
 
 
 class DisplaySink:
@@ -85,3 +116,21 @@ def open_sink(uri: OutputURI, fps: float) -> VideoFileSink | DisplaySink | None:
     if uri.scheme == "display":
         return DisplaySink(f"edgesewer {uri.location}")
     return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_outputs_over_inputs(inputs: Iterable[Path], outputs: Mapping[str, Path]) -> None:
+    """One-line error when an output (video, events, report file) is one of the run's input files."""
+    inputs = [Path(p) for p in inputs]
+    for what, out in outputs.items():
+        out = Path(out)
+        for source in inputs:
+            if _same_file(out, source):
+                raise EdgesewerError(f"{out}: the {what} would overwrite an input of this run ({source}); "
+                                     "choose another path")

@@ -155,8 +155,10 @@ def open_capture(uri: SourceURI) -> cv2.VideoCapture:
     if uri.kind in ("csi", "gstreamer"):
         if not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
             raise CaptureError(
-                f"{uri.text}: this OpenCV was built without GStreamer; on a Jetson use JetPack's OpenCV "
-                "(python3-opencv), not pip's opencv-python"
+                f"{uri.text}: cannot open: the OpenCV in use ({cv2.__file__}) says 'GStreamer: NO' in its build "
+                "information. pip's opencv-python(-headless) has no GStreamer and shadows JetPack's OpenCV: "
+                "pip uninstall opencv-python-headless opencv-python, keep JetPack's python3-opencv, and install "
+                "edgesewer with --no-deps (runtime/README.md, 'Installing the torch-free runtime on a Jetson')"
             )
         return cv2.VideoCapture(uri.location, cv2.CAP_GSTREAMER)
     cap = cv2.VideoCapture(uri.camera_index, cv2.CAP_V4L2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgesewer.errors import CaptureError, EdgesewerError
@@ -33,10 +33,10 @@ class SourceURI:
     image lister opens.
     """
 
-    text: str  # what the user typed
+    text: str  # what the user typed, password masked (`redact`): the only form messages, events and reports show
     scheme: str
     kind: str
-    location: str
+    location: str = field(repr=False)  # may hold credentials: handed to OpenCV only
     camera_index: int | None = None
 
     @property
@@ -52,6 +52,21 @@ class OutputURI:
     text: str
     scheme: str
     location: str
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@\s:]*)(?::([^/\s]*))?@")  # password up to the last @
+_GST_SECRET = re.compile(r"\b((?:user-pw|password|passwd)\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s!]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`rtsp://user:pass@host` -> `rtsp://user:***@host` (a lone user-info token -> `***@`), also inside
+    a GStreamer pipeline, where `user-pw=...` is masked as well. Cameras' URLs carry their passwords."""
+
+    def mask(match: re.Match) -> str:
+        scheme, user, password = match.groups()
+        return f"{scheme}{user}:***@" if password is not None else f"{scheme}***@"
+
+    return _GST_SECRET.sub(lambda m: m.group(1) + "***", _USERINFO.sub(mask, text))
 
 
 def _split_scheme(text: str) -> tuple[str | None, str]:
@@ -85,16 +100,16 @@ def parse_source(text: str) -> SourceURI:
         return SourceURI(text, "csi", "csi", gstreamer_csi_pipeline(int(rest)), camera_index=int(rest))
     if scheme == "gst":
         if "appsink" not in rest:
-            raise CaptureError(f"{text}: a gst:// pipeline must end in appsink (see runtime/pipelines.md)")
-        return SourceURI(text, "gst", "gstreamer", rest.strip())
+            raise CaptureError(f"{redact(text)}: a gst:// pipeline must end in appsink (see runtime/pipelines.md)")
+        return SourceURI(redact(text), "gst", "gstreamer", rest.strip())
     if scheme in ("rtsp", "rtsps", "http", "https"):
         if not rest or rest.startswith("/"):
-            raise CaptureError(f"{text}: a {scheme}:// URL needs a host, e.g. {scheme}://192.168.1.20:8554/live")
-        return SourceURI(text, scheme, "stream", text)
+            raise CaptureError(f"{redact(text)}: a {scheme}:// URL needs a host, e.g. {scheme}://192.168.1.20:8554/live")
+        return SourceURI(redact(text), scheme, "stream", text)
     if scheme == "file":
         return _file_source(text, rest)
     raise CaptureError(
-        f"{text}: unknown source scheme {scheme}://; use one of {', '.join(s + '://' for s in SOURCE_SCHEMES)}"
+        f"{redact(text)}: unknown source scheme {scheme}://; use one of {', '.join(s + '://' for s in SOURCE_SCHEMES)}"
     )
 
 

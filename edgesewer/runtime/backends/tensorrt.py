@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
 from edgesewer.errors import BackendError
-from edgesewer.runtime.artifact import Artifact, check_engine_compatible
+from edgesewer.runtime.artifact import Artifact, check_engine_compatible, jetson_module, verified_engine_bytes
 from edgesewer.runtime.backends.base import Backend
 
 # TensorRT dtype attribute name -> numpy dtype. bfloat16/fp8/int4 have no numpy type and are refused.
@@ -93,7 +94,7 @@ def plan_buffers(trt: Any, engine: Any, context: Any, profile: int, max_batch: i
         if any(s < 0 for s in shape):
             high = tuple(engine.get_tensor_profile_shape(name, profile)[2])
             shape = (min(max_batch, high[0]), *high[1:])
-            context.set_input_shape(name, shape)
+            set_input_shape(engine, context, name, shape, profile)
         plans.append(BufferPlan(name, True, numpy_dtype(trt, engine.get_tensor_dtype(name)), shape))
     if hasattr(context, "infer_shapes"):
         unresolved = context.infer_shapes()
@@ -105,6 +106,15 @@ def plan_buffers(trt: Any, engine: Any, context: Any, profile: int, max_batch: i
             raise BackendError(f"engine output {name!r} has data-dependent shape {list(shape)}; not supported")
         plans.append(BufferPlan(name, False, numpy_dtype(trt, engine.get_tensor_dtype(name)), shape))
     return plans
+
+
+def set_input_shape(engine: Any, context: Any, name: str, shape: tuple[int, ...], profile: int) -> None:
+    """`context.set_input_shape`, whose False (a shape outside the profile) would otherwise run on stale shapes."""
+    if context.set_input_shape(name, tuple(shape)):
+        return
+    low, _opt, high = (list(s) for s in engine.get_tensor_profile_shape(name, profile))
+    raise BackendError(f"input {name!r} shape {list(shape)} is outside the engine's optimisation profile {profile} "
+                       f"(min {low}, max {high})")
 
 
 class CudaApi:
@@ -137,6 +147,9 @@ class CudaApi:
 
     def free(self, pinned: list[np.ndarray], device: list[int], stream: Any) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the CUDA context this API made (after every TensorRT object of it is gone)."""
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -250,7 +263,15 @@ class PyCudaApi(CudaApi):
             allocation = self._allocations.pop(ptr, None)
             if allocation is not None:
                 allocation.free()
-        self.context.detach()
+        for array in pinned:
+            base = getattr(array, "base", None)  # pycuda's HostAllocation behind the page-locked array
+            if hasattr(base, "free"):
+                base.free()
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.detach()
+            self.context = None
 
 
 def load_cuda_api(prefer: str = "auto") -> CudaApi:
@@ -278,6 +299,7 @@ class TensorRTBackend(Backend):
         trt_module: Any = None,
     ) -> None:
         super().__init__(artifact)
+        engine_bytes = verified_engine_bytes(artifact)  # refused before TensorRT or CUDA sees a byte of it
         if trt_module is None:
             try:
                 import tensorrt as trt_module
@@ -287,14 +309,30 @@ class TensorRTBackend(Backend):
                     "run the .onnx artifact with --backend ort instead"
                 ) from None
         self.trt = trt = trt_module
+        self._closed = True  # until everything below exists: close() then has nothing to free
+        self._in_use = threading.Lock()  # held while a batch runs: close() waits for it, never frees under it
         self.cuda = cuda if isinstance(cuda, CudaApi) else load_cuda_api(cuda)
-        gpu, capability = self.cuda.device_info()
-        check_engine_compatible(artifact, str(trt.__version__), gpu, capability)
+        try:
+            gpu, capability = self.cuda.device_info()
+            check_engine_compatible(artifact, str(trt.__version__), gpu, capability, jetson_module())
+            self._load(artifact, engine_bytes, max_batch)
+        except BaseException:
+            self._release()
+            raise
+        self._closed = False
 
+    def _load(self, artifact: Artifact, engine_bytes: bytes, max_batch: int | None) -> None:
+        trt = self.trt
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, int] = {}
         with self.cuda.active():
             self.stream = self.cuda.create_stream()
-            self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            self.engine = self._runtime.deserialize_cuda_engine(artifact.model_path.read_bytes())
+            logger = trt.Logger(trt.Logger.WARNING)
+            # Registers TensorRT's own plugins (e.g. InstanceNormalization_TRT, which the 8.5/8.6 ONNX
+            # parser puts into scnet engines): without it such an engine does not deserialise.
+            trt.init_libnvinfer_plugins(logger, "")
+            self._runtime = trt.Runtime(logger)
+            self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
             if self.engine is None:
                 raise BackendError(f"{artifact.model_path}: TensorRT could not deserialise the engine (corrupt file?)")
             self._check_matches_sidecar()
@@ -312,7 +350,6 @@ class TensorRTBackend(Backend):
             for plan in self.plans:  # once: the addresses never change
                 self.context.set_tensor_address(plan.name, self.device[plan.name])
         self._batch = self._max_batch  # plan_buffers left the input shape at the max batch
-        self._closed = False
 
     @property
     def _dynamic(self) -> bool:
@@ -335,13 +372,16 @@ class TensorRTBackend(Backend):
         if len(batch) > self._max_batch:  # larger batches run in profile-sized chunks
             parts = [self.infer(batch[i : i + self._max_batch]) for i in range(0, len(batch), self._max_batch)]
             return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        with self.cuda.active():
-            return self._infer_chunk(batch)
+        with self._in_use:
+            if self._closed:
+                raise BackendError(f"{self.artifact.model_path.name}: the TensorRT backend is closed")
+            with self.cuda.active():
+                return self._infer_chunk(batch)
 
     def _infer_chunk(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         n = len(batch)
         if n != self._batch:
-            self.context.set_input_shape("input", tuple(batch.shape))
+            set_input_shape(self.engine, self.context, "input", tuple(batch.shape), self.profile)
             self._batch = n
         results: dict[str, np.ndarray] = {}
         for plan in self.plans:
@@ -365,9 +405,31 @@ class TensorRTBackend(Backend):
                 results[plan.name] = view.astype(np.float32)  # a copy: the pinned buffer is reused
         return results
 
-    def close(self) -> None:
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
+    def close(self, wait_s: float = 10.0) -> None:
+        """Free buffers and TensorRT objects once no batch is running (waits up to `wait_s` for one).
+
+        A second Ctrl-C can end the run while the inference thread is inside `execute_async_v3`;
+        freeing its buffers then would crash the process, so a batch that does not finish in
+        time leaves the memory to the process exit instead.
+        """
+        if not self._in_use.acquire(timeout=wait_s):
+            return  # a batch is still running on these buffers: better leaked than freed under it
+        try:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+        finally:
+            self._in_use.release()
+
+    def _release(self) -> None:
+        """Teardown in dependency order: buffers, then context, engine, runtime, and only then the CUDA context."""
         with self.cuda.active():
-            self.cuda.free(list(self.host.values()), list(self.device.values()), self.stream)
+            if hasattr(self, "stream"):
+                self.cuda.free(list(getattr(self, "host", {}).values()), list(getattr(self, "device", {}).values()),
+                               self.stream)
+            self.host, self.device = {}, {}
+            for name in ("context", "engine", "_runtime"):  # TensorRT destructors need the CUDA context current
+                if hasattr(self, name):
+                    delattr(self, name)
+        self.cuda.close()
