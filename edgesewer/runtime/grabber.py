@@ -53,10 +53,11 @@ class Grabber:
         return 0.0 if since is None else time.monotonic() - since
 
     def abandon(self, wait: float = 0.0) -> None:
-        """Stop delivering frames; the thread exits when its current call returns. `wait` seconds at
-        most are spent letting a responsive capture release itself before returning."""
+        """Stop delivering frames; the thread exits when its current call returns. Up to `wait` seconds
+        are spent letting a responsive capture release itself; none on a call already stuck that long."""
         self.abandoned.set()
-        if wait > 0 and self._thread.is_alive() and self._thread is not threading.current_thread():
+        hung = self.blocked_for() >= wait
+        if wait > 0 and not hung and self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=wait)
 
     def _run(self) -> None:

@@ -415,6 +415,8 @@ class LiveSource(VideoSource):
 
     def close(self) -> None:
         """Stop at once: a grabber stuck in read() is abandoned, not waited for (it releases itself)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
