@@ -12,6 +12,7 @@ process (it is a daemon).
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from typing import Callable
@@ -21,6 +22,20 @@ import numpy as np
 
 Opener = Callable[[], cv2.VideoCapture]
 FrameCallback = Callable[[np.ndarray], None]
+
+# At exit, abandoned captures get this long to come back from OpenCV (FFmpeg's own timeouts, set a
+# second above the stall timeout, end them): a thread that returns from cv2 while the interpreter is
+# finalising is killed inside C++ code and aborts the process ("terminate called without an active
+# exception", SIGABRT) after the events and the report were written.
+EXIT_WAIT_S = 3.0
+_running: set[threading.Thread] = set()
+
+
+@atexit.register
+def _wait_for_abandoned_captures() -> None:
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread in list(_running):
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class Grabber:
@@ -62,6 +77,7 @@ class Grabber:
 
     def _run(self) -> None:
         cap = None
+        _running.add(self._thread)
         try:
             self._waiting_since = time.monotonic()
             cap = self._opener()
@@ -97,3 +113,4 @@ class Grabber:
                 except Exception:  # noqa: BLE001 - releasing a broken capture must not hide why it broke
                     pass
             self.finished.set()
+            _running.discard(self._thread)
