@@ -309,6 +309,7 @@ class InspectionPipeline:
         self._count_source_trouble()
 
     def _count_source_trouble(self) -> None:
+        """Copy the source's counters (any thread may have changed them) into the run statistics."""
         self.stats.dropped, self.stats.stalls = self.source.dropped, self.source.stalls
         self.stats.reconnects = self.source.reconnects
 
