@@ -182,6 +182,7 @@ def test_stalled_live_capture_is_abandoned_and_reconnected():
     hung = HangingCapture(4)
     captures = iter([hung, ScriptedCapture(6)])
     messages = []
+    started = time.monotonic()  # the 4 frames, and so the hang, may come before the constructor returns
     source = LiveSource(
         parse_source("http://camera.local/mjpg"),
         on_status=messages.append,
@@ -189,7 +190,6 @@ def test_stalled_live_capture_is_abandoned_and_reconnected():
         reconnect_timeout=10.0,
         stall_timeout=1.0,
     )
-    started = time.monotonic()
     seen = read_until(source, lambda seen: source.reconnects == 1 and seen and seen[-1].index >= 9, timeout=8)
     assert 1.0 <= time.monotonic() - started < 4.0
     assert source.stalls == 1 and source.reconnects == 1
@@ -207,8 +207,8 @@ def test_stalled_live_capture_is_abandoned_and_reconnected():
 def test_stalled_file_decoder_ends_the_file_with_a_clear_error(tmp_path):
     video = write_video(tmp_path / "v.avi", [GREY] * 10)
     hung = HangingCapture(3)
-    source = FileSource(parse_source(str(video)), stall_timeout=1.0, opener=lambda u: hung)
     started = time.monotonic()
+    source = FileSource(parse_source(str(video)), stall_timeout=1.0, opener=lambda u: hung)
     with pytest.raises(CaptureError) as info:
         read_until(source, lambda seen: False, timeout=5)
     assert 1.0 <= time.monotonic() - started < 3.0
