@@ -9,7 +9,7 @@ import pytest
 
 from edgesewer.runtime.events import EventWriter, read_events
 from edgesewer.runtime.postprocess import CrackResult, FrameResult
-from edgesewer.runtime.report import format_time, write_report
+from edgesewer.runtime.report import encode_snapshot, format_time, write_report
 from edgesewer.runtime.segments import (
     CRACK_CODE,
     SegmentTracker,
@@ -29,7 +29,7 @@ def frame(index, rb=None, ob=None, fps=10.0, crack=None):
 
 
 def test_tracker_bridges_short_gaps_and_drops_flicker():
-    tracker = SegmentTracker(max_gap=2, min_frames=2)
+    tracker = SegmentTracker(max_gap=2, min_frames=2, snapshot=lambda result: b"frame %d" % result.index)
     rb = {2: 0.6, 3: 0.8, 4: 0.7, 7: 0.9, 8: 0.6, 12: 0.95}
     for i in range(20):
         tracker.update(frame(i, rb=rb.get(i), ob=0.99 if i == 15 else None))
@@ -41,7 +41,24 @@ def test_tracker_bridges_short_gaps_and_drops_flicker():
     assert s.peak_score == pytest.approx(0.9) and s.mean_score == pytest.approx(0.72)
     assert (s.ciw, s.severity) == pytest.approx((1.0, 0.9))
     assert s.description == "cracks, breaks and collapses"
-    assert tracker.peak_results[id(s)].index == 7
+    assert tracker.snapshots == {id(s): b"frame 7"}  # the peak frame, handed over as the segment closed
+
+
+def test_closed_segments_keep_no_frames():
+    """A long run must not hold a frame per segment: peak frames are encoded (or dropped) at close."""
+    encoded = []
+    keep = SegmentTracker(max_gap=1, min_frames=1, snapshot=lambda r: encoded.append(r.index) or b"jpeg")
+    drop = SegmentTracker(max_gap=1, min_frames=1)
+    for i in range(200):  # 50 segments of 2 frames
+        for tracker in (keep, drop):
+            tracker.update(frame(i, rb=0.9 if i % 4 < 2 else None))
+            # Encoded as soon as each segment closes, not at the end: nothing waits in memory.
+            assert len(tracker._open) <= 1
+        assert len(encoded) == len(keep.segments)
+    assert len(keep.finish()) == len(drop.finish()) == 50
+    assert encoded == [4 * k for k in range(50)] and set(keep.snapshots.values()) == {b"jpeg"}
+    assert drop.snapshots == {}
+    assert not any(isinstance(v, FrameResult) for v in vars(keep).values())
 
 
 def test_gap_limit_is_exact():
@@ -117,12 +134,12 @@ def test_events_are_flushed_line_by_line(tmp_path):
 
 
 def test_report_json_html_and_snapshots(tmp_path):
-    tracker = SegmentTracker(max_gap=1, min_frames=1)
+    tracker = SegmentTracker(max_gap=1, min_frames=1, snapshot=encode_snapshot)
     for i in range(6):
         tracker.update(frame(i, rb=0.9 if 1 <= i <= 3 else None, ob=0.6 if i == 5 else None))
     segments = tracker.finish()
     run = {"source": "pipe<7>.mp4", "stats": {"pipeline_fps": 30.0, "network_fps": 80.0, "dropped_frames": 0}}
-    path = write_report(tmp_path / "report", segments, run, tracker.peak_results)
+    path = write_report(tmp_path / "report", segments, run, tracker.snapshots)
     data = json.loads(path.read_text())
     assert data["summary"] == {"segments": 2, "by_code": {"OB": 1, "RB": 1}, "max_severity": 0.9}
     rb = data["segments"][0]

@@ -1,14 +1,19 @@
 """Frame sources: every frame of a file then a clean end, truncated and unreadable files, image
-folders, and the live source's newest-frame-only and reconnect logic (with a scripted capture)."""
+folders, and the live source's newest-frame-only and reconnect logic (with a scripted capture); a
+capture that raises or hangs inside read() ends or reconnects in time, it never hangs the run."""
 
+import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import GREY, RED, colour_plan, write_video
+from test_runtime_support import GREY, RED, colour_plan, make_classifier_artifact, write_video
 
 from edgesewer.errors import CaptureError, EndOfStream
+from edgesewer.runtime.events import read_events
+from edgesewer.runtime.pipeline import InspectionPipeline, RunOptions
+from edgesewer.runtime.predictors import load_predictor
 from edgesewer.runtime.sources import FileSource, ImageSource, LiveSource, open_source
 from edgesewer.runtime.uri import parse_source
 
@@ -122,3 +127,120 @@ def test_live_source_reconnects_and_tells_the_user():
 def test_live_source_that_cannot_open_fails_at_once():
     with pytest.raises(CaptureError, match="cannot open source"):
         LiveSource(parse_source("rtsp://camera.local/live"), opener=lambda u: ScriptedCapture(0, opened=False))
+
+
+class RaisingCapture(ScriptedCapture):
+    """Delivers `frames` frames, then its read raises (a driver or backend error inside OpenCV)."""
+
+    def read(self):
+        if self.left <= 0:
+            raise RuntimeError("VIDIOC_DQBUF: No such device")
+        return super().read()
+
+
+class HangingCapture(ScriptedCapture):
+    """Delivers `frames` frames, then blocks inside read() until `release_hang` is set, as OpenCV does
+    on a camera that keeps its socket open and sends nothing (or a V4L2 / GStreamer device that stalls)."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.release_hang = threading.Event()
+        self.released = threading.Event()
+
+    def read(self):
+        if self.left <= 0:
+            self.release_hang.wait()
+            return False, None
+        return super().read()
+
+    def release(self):
+        self.released.set()
+
+
+def read_until(source, predicate, timeout):
+    """read() until predicate(frames seen) holds; re-raises what read() raises; fails rather than hang."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while not predicate(seen):
+        assert time.monotonic() < deadline, f"no progress after {timeout} s: {len(seen)} frames"
+        frame = source.read(timeout=0.1)
+        if frame is not None:
+            seen.append(frame)
+    return seen
+
+
+def test_live_capture_exception_becomes_a_capture_error():
+    uri = parse_source("rtsp://camera.local/live")
+    source = LiveSource(uri, opener=lambda u: RaisingCapture(3), reconnect_timeout=10.0)
+    with pytest.raises(CaptureError, match=r"capture failed: RuntimeError\('VIDIOC_DQBUF: No such device'\)"):
+        read_until(source, lambda seen: False, timeout=5)
+    source.close()
+
+
+def test_stalled_live_capture_is_abandoned_and_reconnected():
+    """read() never returns: the watchdog counts a stall after 1 s, reconnects, and close() does not wait."""
+    hung = HangingCapture(4)
+    captures = iter([hung, ScriptedCapture(6)])
+    messages = []
+    started = time.monotonic()  # the 4 frames, and so the hang, may come before the constructor returns
+    source = LiveSource(
+        parse_source("http://camera.local/mjpg"),
+        on_status=messages.append,
+        opener=lambda u: next(captures, ScriptedCapture(0, opened=False)),
+        reconnect_timeout=10.0,
+        stall_timeout=1.0,
+    )
+    seen = read_until(source, lambda seen: source.reconnects == 1 and seen and seen[-1].index >= 9, timeout=8)
+    assert 1.0 <= time.monotonic() - started < 4.0
+    assert source.stalls == 1 and source.reconnects == 1
+    assert "no frame for 1 s (stalled) after 4 frames; reconnecting for up to 10 s" in messages[0]
+    assert "reconnected after" in messages[1] and "(1 attempts)" in messages[1]
+    assert not hung.released.is_set()  # still stuck in read(): nobody released it under its feet
+    t0 = time.monotonic()
+    source.close()
+    assert time.monotonic() - t0 < 1.0
+    hung.release_hang.set()  # the abandoned read returns at last: its thread releases the capture itself
+    assert hung.released.wait(2.0)
+    assert seen[-1].index >= 9
+
+
+def test_stalled_file_decoder_ends_the_file_with_a_clear_error(tmp_path):
+    video = write_video(tmp_path / "v.avi", [GREY] * 10)
+    hung = HangingCapture(3)
+    started = time.monotonic()
+    source = FileSource(parse_source(str(video)), stall_timeout=1.0, opener=lambda u: hung)
+    with pytest.raises(CaptureError) as info:
+        read_until(source, lambda seen: False, timeout=5)
+    assert 1.0 <= time.monotonic() - started < 3.0
+    assert f"{video}: no frame for 1 s, decoding is stuck at frame 3" in str(info.value)
+    assert source.stalls == 1
+    t0 = time.monotonic()
+    source.close()
+    assert time.monotonic() - t0 < 1.0
+    hung.release_hang.set()
+    assert hung.released.wait(2.0)
+
+
+def test_file_decoder_exception_becomes_a_capture_error(tmp_path):
+    video = write_video(tmp_path / "v.avi", [GREY] * 10)
+    source = FileSource(parse_source(str(video)), opener=lambda u: RaisingCapture(2))
+    with pytest.raises(CaptureError, match=r"decoding failed at frame 2: RuntimeError"):
+        read_until(source, lambda seen: False, timeout=5)
+
+
+def test_capture_exception_ends_the_pipeline_as_a_source_failure(tmp_path):
+    """Before: the grabber thread died, read() returned None for ever and the run never ended."""
+    classifier = load_predictor(make_classifier_artifact(tmp_path / "models"), "classify")
+    source = LiveSource(parse_source("rtsp://camera.local/live"), opener=lambda u: RaisingCapture(5))
+    options = RunOptions(events=tmp_path / "ev.jsonl", headless=True, output="none", live_status=False)
+    pipeline = InspectionPipeline(source, classifier, None, options)
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(summary=pipeline.run()), daemon=True)
+    runner.start()
+    runner.join(timeout=20)
+    assert "summary" in result, "the run did not end after the capture raised"
+    summary = result["summary"]
+    assert summary.ended_by == "source failed" and isinstance(summary.error, CaptureError)
+    assert "capture failed: RuntimeError('VIDIOC_DQBUF: No such device')" in str(summary.error)
+    end = read_events(tmp_path / "ev.jsonl")[-1]
+    assert (end["event"], end["ended_by"]) == ("end", "source failed")

@@ -180,8 +180,9 @@ MJPEG_SERVER = textwrap.dedent(
     """
     import http.server, socketserver, sys, threading, time, os
     import numpy as np, cv2
-    port, lifetime = int(sys.argv[1]), float(sys.argv[2])
+    port, lifetime, stall_after = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     threading.Timer(lifetime, lambda: os._exit(0)).start()  # never outlive a crashed test
+    sent = [0]  # frames sent on all connections
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200)
@@ -190,6 +191,9 @@ MJPEG_SERVER = textwrap.dedent(
             i = 0
             try:
                 while True:
+                    if 0 <= stall_after <= sent[0]:  # a stalled camera: socket open, nothing sent
+                        time.sleep(lifetime)
+                    sent[0] += 1
                     image = np.full((48, 64, 3), (0, 0, 230) if (i // 10) % 2 else (128, 128, 128), np.uint8)
                     data = cv2.imencode(".jpg", image)[1].tobytes()
                     self.wfile.write(b"--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: "
@@ -209,10 +213,14 @@ MJPEG_SERVER = textwrap.dedent(
 
 
 class MjpegServer:
-    """A real MJPEG-over-HTTP server in a child process on 127.0.0.1 (killed for real by `kill`)."""
+    """A real MJPEG-over-HTTP server in a child process on 127.0.0.1 (killed for real by `kill`).
 
-    def __init__(self, port: int, lifetime_s: float = 60.0) -> None:
-        self.port, self.lifetime_s = port, lifetime_s
+    With `stall_after`, it stops sending after that many frames (counted over all connections)
+    but keeps every socket open and accepts new ones: a camera that hangs rather than drops.
+    """
+
+    def __init__(self, port: int, lifetime_s: float = 60.0, stall_after: int | None = None) -> None:
+        self.port, self.lifetime_s, self.stall_after = port, lifetime_s, stall_after
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -220,7 +228,10 @@ class MjpegServer:
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
     def start(self) -> "MjpegServer":
-        self.proc = subprocess.Popen([sys.executable, "-c", MJPEG_SERVER, str(self.port), str(self.lifetime_s)])
+        stall_after = -1 if self.stall_after is None else self.stall_after
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", MJPEG_SERVER, str(self.port), str(self.lifetime_s), str(stall_after)]
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # wait until it accepts connections
             cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG)

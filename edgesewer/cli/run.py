@@ -70,6 +70,13 @@ def run_command(
     batch: Annotated[int, typer.Option(help="frames per inference call for files (live sources use 1)")] = 1,
     threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads (default: all cores)")] = None,
     reconnect_timeout: Annotated[float, typer.Option(help="seconds to keep reconnecting a dropped stream")] = 60.0,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds without a frame that count as a stall: a live source reconnects, a video file ends",
+            min=0.1,
+        ),
+    ] = 5.0,
     merge_gap: Annotated[float, typer.Option(help="seconds a code may be off inside one defect segment")] = 0.5,
     min_segment: Annotated[float, typer.Option(help="drop defect segments shorter than this (seconds)")] = 0.2,
     max_frames: Annotated[Optional[int], typer.Option(help="stop after this many frames")] = None,
@@ -117,6 +124,7 @@ def run_command(
         threads=threads,
         seg_tiles=seg_tiles,
         reconnect_timeout=reconnect_timeout,
+        stall_timeout=stall_timeout,
         options=options,
         clip_model=clip_model,
         clip_span_s=clip_span,
@@ -127,7 +135,7 @@ def run_command(
     network = f"network {stats['network_fps']:.1f} FPS, " if frame_models else ""
     console.print(
         f"{summary.frames} frames in {stats['elapsed_s']:.1f} s: pipeline {stats['pipeline_fps']:.1f} FPS, "
-        f"{network}{stats['dropped_frames']} dropped ({summary.ended_by})",
+        f"{network}{stats['dropped_frames']} dropped, {stats['stalls']} stalls ({summary.ended_by})",
         highlight=False,
     )
     if frame_models:

@@ -38,7 +38,7 @@ from edgesewer.runtime.postprocess import (
     sigmoid,
 )
 from edgesewer.runtime.predictors import ClassifierPredictor, Predictor, SegmenterPredictor
-from edgesewer.runtime.report import write_report
+from edgesewer.runtime.report import encode_snapshot, write_report
 from edgesewer.runtime.segments import DefectSegment, SegmentTracker
 from edgesewer.runtime.sinks import default_output, open_sink, refuse_outputs_over_inputs
 from edgesewer.runtime.sources import Frame, VideoSource
@@ -136,10 +136,15 @@ class InspectionPipeline:
         fps = source.fps or 25.0
         # Live: also by time, since a stream outage leaves no gap in the received-frame numbers.
         gap_s = options.merge_gap_s + 1.0 / fps if source.is_live else None
-        self.tracker = SegmentTracker(
-            round(options.merge_gap_s * fps), max(1, round(options.min_segment_s * fps)), max_gap_s=gap_s
-        )
         self.overlay = Overlay()
+        # Snapshots are encoded as each segment closes, and only for a report: no frames pile up.
+        snapshot = (lambda result: encode_snapshot(result, self.overlay)) if options.report is not None else None
+        self.tracker = SegmentTracker(
+            round(options.merge_gap_s * fps),
+            max(1, round(options.min_segment_s * fps)),
+            max_gap_s=gap_s,
+            snapshot=snapshot,
+        )
         self.output = parse_output(options.output) if options.output is not None else default_output(options.headless)
         refuse_outputs_over_inputs(self._input_files(), self._output_files())
         self.sink = open_sink(self.output, source.fps)
@@ -318,7 +323,12 @@ class InspectionPipeline:
         self.stats.record("postprocess", t1 - t0)
         self.stats.record("sinks", time.perf_counter() - t1)
         self.stats.frame_done()
-        self.stats.dropped = self.source.dropped
+        self._count_source_trouble()
+
+    def _count_source_trouble(self) -> None:
+        """Copy the source's counters (any thread may have changed them) into the run statistics."""
+        self.stats.dropped, self.stats.stalls = self.source.dropped, self.source.stalls
+        self.stats.reconnects = self.source.reconnects
 
     def _consume(self) -> _End:
         announced = False
@@ -409,6 +419,7 @@ class InspectionPipeline:
             end = _End("interrupted", f"interrupted by the user after {self.stats.frames} frames")
         segments = self.tracker.finish()
         clip_segments = self._finish_clip()
+        self._count_source_trouble()  # a stall after the last frame counts too
         stats = self.stats.summary()
         info = {
             **self.run_info(),
@@ -424,7 +435,7 @@ class InspectionPipeline:
         try:
             if self.opts.report is not None:
                 report = write_report(
-                    self.opts.report, segments, info, self.tracker.peak_results, self.overlay, clip_segments
+                    self.opts.report, segments, info, self.tracker.snapshots, clip_segments
                 )
         finally:
             self.events.end(ended_by=end.reason, message=end.message, **counts, stats=stats)

@@ -46,26 +46,30 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def save_snapshots(
-    directory: Path, segments: Sequence[DefectSegment], peaks: dict[int, FrameResult], overlay: Overlay | None = None
-) -> None:
-    """Annotated peak frame of each segment -> `snapshots/NNN_CODE_fFRAME.jpg`; sets `segment.snapshot`."""
-    overlay = overlay or Overlay()
+def encode_snapshot(result: FrameResult, overlay: Overlay | None = None) -> bytes:
+    """A segment's peak frame, annotated and at most SNAPSHOT_WIDTH wide, as JPEG bytes.
+
+    Called as each segment closes, so a run keeps tens of kilobytes per segment, not the frame.
+    """
+    image = (overlay or Overlay()).draw(result)
+    if image.shape[1] > SNAPSHOT_WIDTH:
+        height = round(image.shape[0] * SNAPSHOT_WIDTH / image.shape[1])
+        image = cv2.resize(image, (SNAPSHOT_WIDTH, height), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return data.tobytes() if ok else b""
+
+
+def save_snapshots(directory: Path, segments: Sequence[DefectSegment], snapshots: dict[int, bytes]) -> None:
+    """Each segment's encoded peak frame -> `snapshots/NNN_CODE_fFRAME.jpg`; sets `segment.snapshot`."""
     folder = directory / "snapshots"
     folder.mkdir(parents=True, exist_ok=True)
     for number, segment in enumerate(segments, start=1):
-        result = peaks.get(id(segment))
-        if result is None:
+        data = snapshots.get(id(segment))
+        if not data:
             continue
-        image = overlay.draw(result)
-        if image.shape[1] > SNAPSHOT_WIDTH:
-            height = round(image.shape[0] * SNAPSHOT_WIDTH / image.shape[1])
-            image = cv2.resize(image, (SNAPSHOT_WIDTH, height), interpolation=cv2.INTER_AREA)
-        name = f"{number:03d}_{segment.code}_f{result.index}.jpg"
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
-        if ok:
-            (folder / name).write_bytes(data.tobytes())
-            segment.snapshot = f"snapshots/{name}"
+        name = f"{number:03d}_{segment.code}_f{segment.peak_frame}.jpg"
+        (folder / name).write_bytes(data)
+        segment.snapshot = f"snapshots/{name}"
 
 
 def report_dict(
@@ -89,15 +93,15 @@ def write_report(
     directory: str | Path,
     segments: Sequence[DefectSegment],
     run: dict[str, Any],
-    peaks: dict[int, FrameResult] | None = None,
-    overlay: Overlay | None = None,
+    snapshots: dict[int, bytes] | None = None,
     clip_segments: Sequence[DefectSegment] = (),
 ) -> Path:
-    """Write snapshots, report.json and report.html into `directory`; returns the JSON path."""
+    """Write snapshots (`SegmentTracker.snapshots`), report.json and report.html into `directory`;
+    returns the JSON path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if peaks:
-        save_snapshots(directory, segments, peaks, overlay)
+    if snapshots:
+        save_snapshots(directory, segments, snapshots)
     data = report_dict(segments, run, clip_segments)
     _write_atomic(directory / "report.json", json.dumps(data, indent=2) + "\n")
     _write_atomic(directory / "report.html", render_html(data))
@@ -130,7 +134,10 @@ def render_html(data: dict[str, Any]) -> str:
     warnings = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in run.get("warnings", []))
     stats = run.get("stats") or {}
     if stats:
-        fps = f"{stats.get('pipeline_fps')} / {stats.get('network_fps')} (dropped {stats.get('dropped_frames', 0)})"
+        fps = (
+            f"{stats.get('pipeline_fps')} / {stats.get('network_fps')} (dropped {stats.get('dropped_frames', 0)}, "
+            f"stalls {stats.get('stalls', 0)}, reconnects {stats.get('reconnects', 0)})"
+        )
         facts += f"<tr><th>pipeline FPS / network FPS</th>{_cell(fps)}</tr>"
     rows = []
     for number, s in enumerate(data["segments"], start=1):

@@ -13,7 +13,7 @@ from typing import Callable
 from edgesewer.runtime.clip import ClipClassifier
 from edgesewer.runtime.pipeline import InspectionPipeline, RunOptions, RunSummary
 from edgesewer.runtime.predictors import Predictor, load_predictor
-from edgesewer.runtime.sources import VideoSource, open_source
+from edgesewer.runtime.sources import STALL_TIMEOUT_S, VideoSource, open_source
 from edgesewer.runtime.stats import LiveStatus
 
 
@@ -42,6 +42,7 @@ def run_inspection(
     threads: int | None = None,
     seg_tiles: bool = False,
     reconnect_timeout: float = 60.0,
+    stall_timeout: float = STALL_TIMEOUT_S,
     options: RunOptions | None = None,
     status: LiveStatus | None = None,
     clip_model: str | Path | None = None,
@@ -77,7 +78,12 @@ def run_inspection(
         for predictor in loaded:
             predictor.backend.warmup()
         forward: list[Callable[[str], None]] = []
-        opened = open_source(source, reconnect_timeout=reconnect_timeout, on_status=lambda m: [f(m) for f in forward])
+        opened = open_source(
+            source,
+            reconnect_timeout=reconnect_timeout,
+            stall_timeout=stall_timeout,
+            on_status=lambda m: [f(m) for f in forward],
+        )
         pipeline = InspectionPipeline(opened, classifier, segmenter, options, status, clip=clip)
         forward.append(pipeline.on_source_status)
         return pipeline.run()

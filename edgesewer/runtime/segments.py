@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -67,16 +67,25 @@ class SegmentTracker:
 
     Live streams number the frames they receive, so an outage leaves no gap in frame numbers; for
     them `max_gap_s` also closes a segment whose code was last seen more than that many seconds ago.
-    The peak frame of each segment is kept (by reference, not copied) for its snapshot.
+    The peak frame of an open segment is kept by reference; when the segment closes it goes through
+    `snapshot` (the report's JPEG encoder) and is let go, so that memory stays flat however long the
+    run and however many segments it finds. Without `snapshot` (no report asked for) nothing is kept.
     """
 
-    def __init__(self, max_gap: int = 12, min_frames: int = 3, max_gap_s: float | None = None) -> None:
+    def __init__(
+        self,
+        max_gap: int = 12,
+        min_frames: int = 3,
+        max_gap_s: float | None = None,
+        snapshot: Callable[[FrameResult], bytes] | None = None,
+    ) -> None:
         self.max_gap = max(0, int(max_gap))
         self.min_frames = max(1, int(min_frames))
         self.max_gap_s = max_gap_s
+        self._snapshot = snapshot
         self._open: dict[str, _Open] = {}
         self.segments: list[DefectSegment] = []
-        self.peak_results: dict[int, FrameResult] = {}  # id(segment) -> its peak frame
+        self.snapshots: dict[int, bytes] = {}  # id(segment) -> its peak frame as `snapshot` encoded it
 
     def update(self, result: FrameResult) -> None:
         on: dict[str, float] = {}
@@ -125,8 +134,8 @@ class SegmentTracker:
             crack_length_px=seg.crack_length,
         )
         self.segments.append(segment)
-        if seg.peak_result is not None:
-            self.peak_results[id(segment)] = seg.peak_result
+        if seg.peak_result is not None and self._snapshot is not None:
+            self.snapshots[id(segment)] = self._snapshot(seg.peak_result)
 
     def finish(self) -> list[DefectSegment]:
         """Close everything still open; segments sorted by start frame, then code."""

@@ -31,6 +31,8 @@ class PipelineStats:
         self.inferred_frames = 0
         self.infer_seconds = 0.0
         self.dropped = 0
+        self.stalls = 0  # times the source sent no frame for the stall timeout
+        self.reconnects = 0
         self.started = time.perf_counter()
         self.finished: float | None = None
 
@@ -117,6 +119,8 @@ class PipelineStats:
             "pipeline_fps": round(self.pipeline_fps, 2),
             "network_fps": round(self.network_fps, 2),
             "dropped_frames": self.dropped,
+            "stalls": self.stalls,
+            "reconnects": self.reconnects,
             "latency": latency,
         }
 
