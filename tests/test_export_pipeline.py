@@ -211,6 +211,8 @@ def test_cli_build_with_a_tensorrt_standin(tmp_path, monkeypatch):
         f"sidecar: {tmp_path / 'tiny.int8.engine.json'}",
         "TensorRT 11.1.0.106 on Orin (sm 8.7), strongly typed, batch 1/2/6",
         "note: profile jetson-orin-nano expects TensorRT 10.3, this device has 11.1.0.106",
+        "note: tiny.int8.onnx: strongly typed, its unquantised layers run in FP32 (slower than the fp16 engine); "
+        "export --precision int8-fp16 for an INT8 engine whose other layers are FP16",
         "next:",
         f"  edgesewer run --model {tmp_path / 'tiny.int8.engine'} --source 0 --backend tensorrt",
     ]
