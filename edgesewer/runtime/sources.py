@@ -242,6 +242,8 @@ def _wait_for_open(grabber: Grabber, stall_timeout: float, name: object) -> None
         if grabber.blocked_for() >= stall_timeout:
             raise CaptureError(f"{name}: no answer for {stall_timeout:.0f} s while opening; giving up")
     if not grabber.opened and grabber.error is not None:  # a read error after opening is the reader's to report
+        if isinstance(grabber.error, CaptureError):  # already one line that names the source and the cause
+            raise grabber.error
         raise CaptureError(f"{name}: cannot open: {grabber.error!r}")
 
 
