@@ -138,7 +138,7 @@ def _eval_segmenter(weights: Path, data: Path, split: str, device: str, json_out
     out_dir = (json_out.parent if json_out else weights.parent) / f"eval-{crack_split}"
     metrics = evaluate_crack_folder(
         torch_predict(loaded.model, "cpu" if device == "auto" else device), CrackFolder(data, crack_split), out_dir,
-        tile=cfg.input_size, overlap=cfg.input_size // 4, edge=cfg.extra.get("edge", "canny"),
+        tile=cfg.input_size, edge=cfg.extra.get("edge", "canny"),
         threshold=(cfg.thresholds or (0.5,))[0])
     headline = {k: metrics[k] for k in ("ODS", "OIS", "AUPRC", "IoU") if k in metrics}
     typer.echo("  ".join(f"{k} {100 * v:.2f}" for k, v in headline.items()) + f"   (overlays: {out_dir})")
