@@ -80,7 +80,8 @@ def test_every_crack_scorer_gives_one_ods(tmp_path, monkeypatch):
            "runtime": runtime.compute()["ODS"], "validation": validation["ODS"]}
     assert 0.05 < ods["eval"] < 0.95, ods  # a map with a real threshold sweep, not a constant
     assert ods["validation"] == pytest.approx(ods["eval"], abs=1e-9)  # both PyTorch
-    assert ods["export"] == ods["benchmark"] == pytest.approx(ods["runtime"], abs=1e-9)  # all ONNX Runtime
+    assert ods["export"] == ods["benchmark"]  # one function on one artifact
+    assert ods["runtime"] == pytest.approx(ods["export"], abs=1e-4)  # ONNX Runtime at another tile batch size
     assert ods["export"] == pytest.approx(ods["eval"], abs=2e-3), ods  # PyTorch vs ONNX Runtime numerics
     for key in ("OIS", "AUPRC", "IoU", "region_F1"):
         assert exported[key] == pytest.approx(evaluated[key], abs=5e-3), key

@@ -1,9 +1,9 @@
 """The export refuses a precision variant that loses too much of the model's main metric.
 
 The model has learned: vit-t at 32 px trained for a few seconds on a colour-coded Sewer-ML set
-(three codes, each shown by one colour channel), so fp32 is nearly perfect and a healthy int8
-keeps it. Calibrating on constant grey images instead (a broken calibration) gives activation
-ranges that clip every real image: int8 then loses far more than the 1.5-point limit.
+(three codes, each shown by one colour channel), so fp32 is perfect and a healthy int8 keeps it.
+A broken calibration (every activation range forced to 1 % of its measured size) clips nearly
+every activation: int8 then loses well over the 1.5-point limit.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from edgesewer.cli.export import export_command
 from edgesewer.data.sewerml import write_labels_csv
 from edgesewer.errors import ExportError
 from edgesewer.export.accuracy import AccuracyRow, gate_verdicts, main_metric
-from edgesewer.export.calibrate import ImageSet, LoadedBatches, input_preparer, iter_batches, select_images
+from edgesewer.export.calibrate import LoadedBatches, input_preparer, iter_batches, select_images
 from edgesewer.export.metadata import read_sidecar
 from edgesewer.export.pipeline import ExportOptions, run_export
+from edgesewer.metrics.sewerml import evaluate_sewerml
 from edgesewer.taxonomy import SEWER_CODES
 from edgesewer.train.checkpoint import save_checkpoint
 from test_export_onnx import make_vit
@@ -81,22 +82,26 @@ def _private_cache(tmp_path, monkeypatch):
 
 def options(trained, out, **more) -> ExportOptions:
     data, runs = trained
-    return ExportOptions(model="vit-t", precision="int8", target="ort-cpu", calib_data=data, calib_images=64,
+    # The TensorRT target writes fp32 + the Q/DQ int8 (no TensorRT here: the engine is left to `edgesewer build`).
+    return ExportOptions(model="vit-t", precision="int8", target="tensorrt", calib_data=data, calib_images=64,
                          calib_method="minmax", parity_images=8, out=out, runs_dir=runs, progress=False, **more)
 
 
-def constant_calibration(monkeypatch, tmp_path):
-    """Replace the calibration images by 16 constant grey ones (the ranges then fit no real image)."""
-    grey = tmp_path / "grey"
-    grey.mkdir()
-    paths = []
-    for i in range(16):
-        paths.append(grey / f"{i}.png")
-        cv2.imwrite(str(paths[-1]), np.full((SIZE, SIZE, 3), 128, dtype=np.uint8))
+def broken_calibration(monkeypatch, factor=0.01):
+    """Calibrate as usual, then force every activation range to `factor` x its measured size: a scale forced
+    wrong, so int8 clips nearly every activation of a real image."""
+    from onnxruntime.quantization.calibrate import TensorData, load_tensors_data, save_tensors_data
+
     real = calibrate_module.calibrate
 
-    def broken(onnx_path, images, cfg, *args, **kwargs):
-        return real(onnx_path, ImageSet(paths, grey, "grey"), cfg, *args, **kwargs)
+    def broken(*args, **kwargs):
+        result = real(*args, **kwargs)
+        ranges = load_tensors_data(result.cache_path)
+        for name in list(ranges.keys()):
+            low, high = ranges[name].range_value
+            ranges[name] = TensorData(lowest=(low * factor).astype(low.dtype), highest=(high * factor).astype(high.dtype))
+        save_tensors_data(ranges, result.cache_path)
+        return result
 
     monkeypatch.setattr(calibrate_module, "calibrate", broken)
 
@@ -104,10 +109,14 @@ def constant_calibration(monkeypatch, tmp_path):
 def test_gate_passes_a_healthy_int8_and_records_the_deltas(trained, tmp_path):
     out = tmp_path / "out"
     run_export(options(trained, out), log=lambda s: None)
-    sidecars = {p: read_sidecar(out / f"vit-t.{p}.onnx") for p in ("fp32", "int8", "int8-cpu")}
+    sidecars = {p: read_sidecar(out / f"vit-t.{p}.onnx") for p in ("fp32", "int8")}
     fp32 = sidecars["fp32"]["accuracy"]
-    assert fp32["F2_CIW"] > 0.9 and fp32["mAP"] > 0.9  # the model has learned the colour code
-    for precision in ("int8", "int8-cpu"):
+    # The model has learned the colour code: fp32 scores what perfect predictions score on this set
+    # (only 3 of the 17 codes occur, so the CIW-weighted F2 of a perfect model is about 0.33).
+    labels = select_images(trained[0], "classify", 10**6, split="Val").labels
+    perfect = evaluate_sewerml(labels.astype(float), labels, threshold=0.5)
+    assert fp32["F2_CIW"] == pytest.approx(perfect["F2_CIW"], abs=1e-9) and fp32["images"] == len(labels)
+    for precision in ("int8",):
         gate = sidecars[precision]["accuracy"]["gate"]
         assert gate["metric"] == "F2_CIW" and gate["limit_points"] == 1.5 and gate["passed"] is True
         assert gate["loss_points"] == pytest.approx(100 * (fp32["F2_CIW"] - sidecars[precision]["accuracy"]["F2_CIW"]))
@@ -116,43 +125,43 @@ def test_gate_passes_a_healthy_int8_and_records_the_deltas(trained, tmp_path):
 
 
 def test_gate_refuses_int8_from_a_broken_calibration(trained, tmp_path, monkeypatch):
-    constant_calibration(monkeypatch, tmp_path)
+    broken_calibration(monkeypatch)
     out = tmp_path / "out"
-    with pytest.raises(ExportError, match=r"int8 loses (\d+\.\d+) points of F2_CIW against fp32") as info:
+    with pytest.raises(ExportError, match=r"int8 loses \d+\.\d+ points of F2_CIW against fp32") as info:
         run_export(options(trained, out), log=lambda s: None)
-    loss = float(info.value.args[0].split(" loses ")[1].split(" ")[0])
-    assert loss > 10  # far beyond the 1.5-point limit, not a borderline case
+    loss = float(str(info.value).split(" loses ")[1].split(" ")[0])
+    assert loss > 3.0  # at least twice the 1.5-point limit, not a borderline case
     assert "--accept-accuracy-loss" in str(info.value) and "\n" not in str(info.value)
     assert not out.exists() or not list(out.glob("*.onnx"))  # nothing published
 
-    # The limit is an option: raised above the measured loss, the same export passes.
-    run_export(options(trained, out, max_int8_loss=loss + 1), log=lambda s: None)
+    # The limit is an option: raised above any loss, the same export passes.
+    run_export(options(trained, out, max_int8_loss=100.0), log=lambda s: None)
     assert read_sidecar(out / "vit-t.int8.onnx")["accuracy"]["gate"]["passed"] is True
 
 
 def test_accept_accuracy_loss_writes_and_records_it(trained, tmp_path, monkeypatch):
-    constant_calibration(monkeypatch, tmp_path)
+    broken_calibration(monkeypatch)
     out = tmp_path / "out"
     result = run_export(options(trained, out, accept_accuracy_loss=True), log=lambda s: None)
     gate = read_sidecar(out / "vit-t.int8.onnx")["accuracy"]["gate"]
-    assert gate["passed"] is False and gate["accepted_loss"] is True and gate["loss_points"] > 10
-    assert any("--accept-accuracy-loss: int8 written" in note for note in result.notes)
+    assert gate["passed"] is False and gate["accepted_loss"] is True and gate["loss_points"] > 3.0
+    assert any(note.startswith("--accept-accuracy-loss: int8 written") for note in result.notes)
 
 
 def test_cli_gate_is_a_one_line_error_with_exit_code(trained, tmp_path, monkeypatch):
-    constant_calibration(monkeypatch, tmp_path)
+    broken_calibration(monkeypatch)
     app = typer.Typer()
     app.command("export")(export_command)
     app.command("other")(lambda: None)  # two commands: typer keeps the subcommand name
     data, runs = trained
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").symlink_to(runs)
-    result = CliRunner().invoke(app, ["export", "--model", "vit-t", "--precision", "int8", "--target", "ort-cpu",
+    result = CliRunner().invoke(app, ["export", "--model", "vit-t", "--precision", "int8", "--target", "tensorrt",
                                       "--calib-data", str(data), "--calib-images", "64", "--calib-method", "minmax",
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: int8 loses ") and "points of F2_CIW" in lines[-1]
+    assert lines[-1].startswith("error: int8") and " loses " in lines[-1] and "points of F2_CIW" in lines[-1]
 
 
 def test_main_metric_per_task_and_limits_per_precision():
