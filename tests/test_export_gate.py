@@ -106,6 +106,7 @@ def broken_calibration(monkeypatch, factor=0.01):
     monkeypatch.setattr(calibrate_module, "calibrate", broken)
 
 
+@pytest.mark.slow  # the trained fixture: about 30 s on 2 idle cores
 def test_gate_passes_a_healthy_int8_and_records_the_deltas(trained, tmp_path):
     out = tmp_path / "out"
     run_export(options(trained, out), log=lambda s: None)
@@ -124,6 +125,7 @@ def test_gate_passes_a_healthy_int8_and_records_the_deltas(trained, tmp_path):
     assert sidecars["fp32"]["accuracy"]["gate"]["limit_points"] is None
 
 
+@pytest.mark.slow  # the trained fixture: about 30 s on 2 idle cores
 def test_gate_refuses_int8_from_a_broken_calibration(trained, tmp_path, monkeypatch):
     broken_calibration(monkeypatch)
     out = tmp_path / "out"
@@ -139,6 +141,7 @@ def test_gate_refuses_int8_from_a_broken_calibration(trained, tmp_path, monkeypa
     assert read_sidecar(out / "vit-t.int8.onnx")["accuracy"]["gate"]["passed"] is True
 
 
+@pytest.mark.slow  # the trained fixture: about 30 s on 2 idle cores
 def test_accept_accuracy_loss_writes_and_records_it(trained, tmp_path, monkeypatch):
     broken_calibration(monkeypatch)
     out = tmp_path / "out"
@@ -148,6 +151,7 @@ def test_accept_accuracy_loss_writes_and_records_it(trained, tmp_path, monkeypat
     assert any(note.startswith("--accept-accuracy-loss: int8 written") for note in result.notes)
 
 
+@pytest.mark.slow  # the trained fixture: about 30 s on 2 idle cores
 def test_cli_gate_is_a_one_line_error_with_exit_code(trained, tmp_path, monkeypatch):
     broken_calibration(monkeypatch)
     app = typer.Typer()
