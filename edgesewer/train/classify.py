@@ -21,7 +21,7 @@ from torch import nn
 from edgesewer.data.sewerml import SewerMLSplit, every_kth, fraction, load_split
 from edgesewer.data.torch_dataset import SewerMLDataset
 from edgesewer.errors import DataError, ModelNotFound
-from edgesewer.metrics.sewerml import evaluate_sewerml
+from edgesewer.metrics.sewerml import average_precision, evaluate_sewerml
 from edgesewer.modelcfg import IMAGENET_MEAN, IMAGENET_STD, SEWERML_MEAN, SEWERML_STD, ModelCfg
 from edgesewer.taxonomy import SEWER_CODES, ciw_vector
 from edgesewer.train import schedules
@@ -248,12 +248,10 @@ def tune_thresholds(scores: np.ndarray, targets: np.ndarray, grid: np.ndarray = 
 
     A class at chance level keeps 0.5: its AP is below twice its prevalence p (p is what a constant score
     gets; noise alone reaches 1.5p on a few dozen positives) or, for common classes, below (1 + p) / 2,
-    halfway to a perfect ranking; or its best F2 is no better than flagging every image (5p / (4p + 1) at prevalence p).
+    halfway to a perfect ranking; or its best F2 is no better than flagging every image (5p / (4p + 1)).
     Tuning such scores picks the grid's bottom, which turns every frame into a detection: a chance-level
     model would fill the live report with whole-video segments.
     """
-    from edgesewer.metrics.sewerml import average_precision
-
     table = np.stack([f2_per_class(scores, targets, t) for t in grid])  # [G, K]
     best = np.full(scores.shape[1], 0.5)
     truth = targets == 1
@@ -275,13 +273,11 @@ def validation_record(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]
     Stored in the checkpoint's model cfg and from there in every exported sidecar, so that the runtime
     can say when a classifier has not learned (`Artifact.learning_warning`).
     """
-    from edgesewer.metrics.sewerml import average_precision
-
     truth = targets == 1
     has_pos = truth.any(0)
     ap = average_precision(scores, targets.astype(np.float32))
     return {"split": "val", "images": int(len(targets)),
-            "mAP": round(float(np.nanmean(ap[has_pos])), 4) if has_pos.any() else None,
+            "mAP": round(float(ap[has_pos].mean()), 4) if has_pos.any() else None,
             "chance_mAP": round(float(truth.mean(0)[has_pos].mean()), 4) if has_pos.any() else None}
 
 
