@@ -298,3 +298,20 @@ def test_artifact_cache_falls_back_and_remembers_failures(tmp_path, monkeypatch)
     with pytest.raises(ExportError, match="int8 broke"):
         cache.get("int8", ["fp32", "int8"])
     assert exporter.calls == ["int8", "fp32"]  # the failed export is not retried
+
+
+def test_markdown_names_the_set_really_scored():
+    """The method line names each model's scored set (here a real crack set), not the --data folder."""
+    seg = BenchmarkRow("scnet", "ort", "fp32", task="segment", accuracy={"ODS": 0.6},
+                       accuracy_data="/data/CrackForest (test)")
+    unscored = BenchmarkRow("scnet", "ort", "fp16", task="segment")
+    settings = {"models": ["scnet"], "precisions": ["fp32"], "backend": "ort", "threads": 2, "weights": "x",
+                "warmup_s": 2.0, "min_iters": 50, "min_s": 5.0, "max_s": 60.0, "batch_sizes": [1], "video": None,
+                "pipeline_frames": 0, "data": "/home/u/.cache/edgesewer/synthetic", "accuracy_images": 500}
+    machine = {"cpu": "X", "arch": "x86_64", "cores": 2, "python": "3.11", "edgesewer": "0.1.0", "versions": {},
+               "os": "Linux", "host": "h"}
+    text = markdown(BenchmarkResult(machine, settings, [seg, unscored], "t0", "t1"))
+    assert "- Accuracy on scnet: /data/CrackForest (test) (" in text and "synthetic" not in text.split("## Results")[0]
+    # nothing scored: the data folder given is all there is to name
+    assert "- Accuracy on /home/u/.cache/edgesewer/synthetic (" in markdown(
+        BenchmarkResult(machine, settings, [unscored], "t0", "t1"))

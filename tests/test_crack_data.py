@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from edgesewer.data.crack import CrackFolder, detect_layout, list_pairs, load_pair, read_mask
+from edgesewer.data.crack import CrackFolder, detect_layout, list_pairs, load_pair, read_mask, spread_indices
 from edgesewer.data.crack_torch import CrackEvalDataset, CrackTrainDataset, augment_pair
 from edgesewer.data.edges import EDGE_DETECTORS, crack_input, crack_input_batch
 from edgesewer.errors import DataError
+
+
+# The real CrackForest set (CI clones the repository next to shared/); tests that need it skip without it.
+CRACKFOREST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "CrackForest"
+needs_crackforest = pytest.mark.skipif(not (CRACKFOREST / "groundTruth").is_dir(),
+                                       reason=f"CrackForest not found at {CRACKFOREST}")
 
 
 def draw_sample(seed: int, height: int = 96, width: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +71,11 @@ def make_crackforest(root: Path, n: int = 5) -> Path:
 def test_deepcrack_layout_pairs_and_loading(tmp_path):
     root = make_deepcrack(tmp_path / "dc")
     assert detect_layout(root) == "deepcrack"
-    pairs = list_pairs(root, "train")
+    pairs = list_pairs(root, "trainval")  # the shipped train split
     assert [p.image.name for p in pairs] == ["000.jpg", "001.jpg", "002.jpg"]
+    # No shipped val split: one training image (10 %, at least 1) is carved out for model selection.
+    assert [p.image.name for p in list_pairs(root, "val")] == ["001.jpg"]
+    assert [p.image.name for p in list_pairs(root, "train")] == ["000.jpg", "002.jpg"]
     assert all(p.mask.parent.name == "train_lab" and p.mask.stem == p.image.stem for p in pairs)
     folder = CrackFolder(root, "test")
     rgb, mask = folder[0]
@@ -74,8 +83,8 @@ def test_deepcrack_layout_pairs_and_loading(tmp_path):
     assert rgb.dtype == np.uint8 and rgb.shape == (96, 128, 3)
     assert mask.dtype == bool and np.array_equal(mask, expected_mask > 127)
     np.testing.assert_allclose(rgb[~mask].mean(axis=0), expected_rgb[~mask].mean(axis=0), atol=3)  # RGB order
-    with pytest.raises(DataError, match="splits train and test"):
-        list_pairs(root, "val")
+    with pytest.raises(DataError, match="ships splits train and test, not 'extra'"):
+        list_pairs(root, "extra")
 
 
 def test_crackforest_mat_ground_truth(tmp_path):
@@ -83,9 +92,26 @@ def test_crackforest_mat_ground_truth(tmp_path):
     assert detect_layout(root) == "crackforest"
     pairs = list_pairs(root, "all")
     assert len(pairs) == 5 and "200.jpg" not in {p.image.name for p in pairs}  # unlabelled image skipped
-    assert [len(list_pairs(root, s)) for s in ("train", "test")] == [3, 2]  # 60/40 by name
+    # 80/20 as the SCNet paper holds out (1 of 5), then 1 of the 4 others for validation
+    assert [len(list_pairs(root, s)) for s in ("trainval", "train", "val", "test")] == [4, 3, 1, 1]
     _, mask = load_pair(pairs[0])
     assert np.array_equal(mask, draw_sample(1, 64, 96)[1] > 0)  # Segmentation == 2 is crack
+
+
+def test_spread_indices_are_exact_and_even():
+    assert spread_indices(118, 0.2) == [int((k + 0.5) * 118 / 24) for k in range(24)]
+    assert spread_indices(10, 0.2) == [2, 7] and spread_indices(1, 0.2) == [] and spread_indices(3, 0.1) == [1]
+    gaps = np.diff(spread_indices(118, 0.2))
+    assert gaps.min() >= 4 and gaps.max() <= 5  # spread over the sequence, not a block at its end
+
+
+@needs_crackforest
+def test_real_crackforest_split_is_80_20_with_a_validation_part():
+    splits = {s: [p.image.stem for p in list_pairs(CRACKFOREST, s)] for s in ("all", "trainval", "train", "val", "test")}
+    assert {k: len(v) for k, v in splits.items()} == {"all": 118, "trainval": 94, "train": 85, "val": 9, "test": 24}
+    assert not set(splits["test"]) & set(splits["trainval"]) and not set(splits["val"]) & set(splits["train"])
+    assert sorted(splits["train"] + splits["val"]) == splits["trainval"]
+    assert splits["test"][:3] == ["003", "008", "013"]  # fixed: results stay comparable between versions
 
 
 def test_crackforest_mat_without_ground_truth_variable(tmp_path):
@@ -107,7 +133,7 @@ def test_crack500_txt_lists(tmp_path):
         lines.append(f"traincrop/a{i}.jpg traincrop/a{i}_mask.png")
     (root / "train.txt").write_text("\n".join(lines) + "\n\n")
     assert detect_layout(root) == "crack500"
-    pairs = list_pairs(root, "train")
+    pairs = list_pairs(root, "all")  # only train.txt so far
     assert [(p.image.name, p.mask.name) for p in pairs] == [("a0.jpg", "a0_mask.png"), ("a1.jpg", "a1_mask.png")]
     (root / "test.txt").write_text("traincrop/a0.jpg traincrop/missing.png\n")
     with pytest.raises(DataError, match=r"test.txt:1: mask file .*missing.png not found"):
@@ -190,7 +216,7 @@ def test_augmentation_keeps_image_and_mask_aligned():
 
 
 def test_torch_datasets(tmp_path):
-    folder = CrackFolder(make_deepcrack(tmp_path / "dc"), "train")
+    folder = CrackFolder(make_deepcrack(tmp_path / "dc"), "trainval")
     train = CrackTrainDataset(folder, crop=64, repeats=2)
     assert len(train) == 6
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ def dark_pixel_predict(batch: np.ndarray) -> np.ndarray:
 def test_crack_probability_is_full_size():
     rgb = np.full((300, 530, 3), 180, dtype=np.uint8)
     cv2.line(rgb, (0, 10), (529, 290), (30, 30, 30), 3)
-    prob = crack_probability(rgb, dark_pixel_predict, tile=128, overlap=32)
+    prob = crack_probability(rgb, dark_pixel_predict, tile=128)
     assert prob.shape == (300, 530)
     assert np.array_equal(prob > 0.5, rgb.mean(axis=2) < 90)
 
@@ -36,7 +36,7 @@ def test_overlay_colours():
 
 def test_evaluate_folder_writes_metrics_and_overlays(tmp_path):
     folder = CrackFolder(make_deepcrack(tmp_path / "dc", n_train=1, n_test=3), "test")
-    result = evaluate_crack_folder(dark_pixel_predict, folder, tmp_path / "eval", tile=64, overlap=16,
+    result = evaluate_crack_folder(dark_pixel_predict, folder, tmp_path / "eval", tile=64,
                                    max_overlays=2, progress=False)
     # The drawn crack is exactly the dark pixels (JPEG aside): near-perfect at any threshold.
     assert result["ODS"] > 0.97 and result["OIS"] > 0.97 and result["IoU"] > 0.94

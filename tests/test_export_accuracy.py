@@ -80,7 +80,7 @@ def test_perfect_and_inverted_segmenters(tmp_path):
     perfect, skipped = score_onnx(toy_segmenter(tmp_path / "p.onnx"), CFG, images, progress=False)
     assert skipped == 0 and perfect["images"] == 4
     assert perfect["ODS"] == pytest.approx(1.0) and perfect["IoU"] == pytest.approx(1.0)
-    assert perfect["protocol"].startswith("whole images and masks resized to the network input 32x32")
+    assert perfect["protocol"].startswith("full resolution: edge channel on the whole image, 32x32 tiles")
     inverted, _ = score_onnx(toy_segmenter(tmp_path / "i.onnx", inverted=True), CFG, images, progress=False)
     assert inverted["ODS"] == pytest.approx(0.0) and inverted["IoU"] == pytest.approx(0.0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import types
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -377,6 +378,23 @@ def test_real_tensorrt_builds_a_tiny_engine(tmp_path):
     gpu = device_info.gpu_info()
     if gpu is None:
         pytest.skip("no NVIDIA GPU")
-    built = build_from_artifact(onnx_artifact(tmp_path, precision="fp32"), trt=trt, gpu=gpu,
-                                cache_dir=tmp_path / "cache")
+    onnx_path = onnx_artifact(tmp_path, precision="fp32", with_layernorm=True)
+    built = build_from_artifact(onnx_path, trt=trt, gpu=gpu, cache_dir=tmp_path / "cache")
     assert built.engine_path.stat().st_size > 0
+    # The engine runs through the runtime's TensorRT backend (sidecar hash checked on load) and gives
+    # what ONNX Runtime gives for the same graph and input.
+    import onnxruntime as ort
+
+    from edgesewer.runtime.artifact import load_artifact
+    from edgesewer.runtime.backends import load_backend
+
+    batch = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    backend = load_backend(load_artifact(built.engine_path), "tensorrt")
+    try:
+        engine_out = backend.infer(batch)["logits"]
+    finally:
+        backend.close()
+    reference = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": batch})[0]
+    assert engine_out.shape == reference.shape == (3, 192)
+    np.testing.assert_allclose(engine_out, reference, rtol=1e-3, atol=1e-3)
+    assert np.abs(reference).max() > 0.5  # layer-normalised values, not zeros that would match anything

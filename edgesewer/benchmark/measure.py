@@ -19,9 +19,9 @@ import numpy as np
 
 from edgesewer.benchmark.timing import LatencyStats, TimingPlan, best_throughput, measure
 
-# The accuracy columns of the table per task (Sewer-ML metrics; crack ODS/OIS/IoU).
-ACCURACY_KEYS = {"classify": ("F2_CIW", "F1_Normal", "mAP"), "segment": ("ODS", "OIS", "IoU")}
-ALL_ACCURACY_KEYS = ("F2_CIW", "F1_Normal", "mAP", "ODS", "OIS", "IoU")
+# The accuracy columns of the table per task (Sewer-ML metrics; crack ODS/OIS/AUPRC/IoU/region F1).
+ACCURACY_KEYS = {"classify": ("F2_CIW", "F1_Normal", "mAP"), "segment": ("ODS", "OIS", "AUPRC", "IoU", "region_F1")}
+ALL_ACCURACY_KEYS = ("F2_CIW", "F1_Normal", "mAP", "ODS", "OIS", "AUPRC", "IoU", "region_F1")
 
 
 @dataclass
@@ -41,6 +41,7 @@ class BenchmarkRow:
     accuracy: dict[str, float] | None = None  # ACCURACY_KEYS of the task, as fractions
     accuracy_images: int | None = None
     accuracy_via: str | None = None
+    accuracy_data: str | None = None  # the labelled set really scored: "<folder> (<split>)"
     calibration: str | None = None  # "512 images (entropy)", "dynamic" or None
     calibration_images: int | None = None
     threads: int | None = None
@@ -190,6 +191,7 @@ def score_accuracy(artifact: Any, images: Any, threads: int | None, row: Benchma
     metrics, skipped = score_onnx(onnx, artifact.cfg, images, threads=threads or 0, progress=False)
     row.accuracy = {k: float(metrics[k]) for k in ACCURACY_KEYS.get(artifact.task, ()) if k in metrics}
     row.accuracy_images = int(metrics.get("images", len(images)))
+    row.accuracy_data = f"{images.source} ({images.split})"
     if skipped:
         row.notes.append(f"accuracy skipped {skipped} unreadable image(s)")
 

@@ -23,7 +23,7 @@ FORMAT = "edgesewer-benchmark/1"
 # Flat CSV columns, in order; per-batch throughput columns (fps_bN) are added per run.
 CSV_COLUMNS = (
     "model", "backend", "precision", "status", "task", "input_size", "threads", "size_mb", *ALL_ACCURACY_KEYS,
-    "accuracy_images", "accuracy_via", "calibration_images", "calibration", "p50_ms", "p90_ms", "p99_ms",
+    "accuracy_images", "accuracy_via", "accuracy_data", "calibration_images", "calibration", "p50_ms", "p90_ms", "p99_ms",
     "mean_ms", "runs", "warmup_runs", "warmup_s", "fps_b1", "best_batch", "fps_best", "pipeline_fps",
     "pipeline_network_fps", "pipeline_frames", "peak_mem_mb", "vs_eager", "weights", "artifact", "notes",
 )
@@ -104,6 +104,12 @@ def markdown_row(row: BenchmarkRow) -> list[str]:
             f"{row.vs_eager:.2f}×" if row.vs_eager is not None else "n/a"]
 
 
+def accuracy_sets(rows: list[BenchmarkRow]) -> str:
+    """The labelled sets really scored, per model ("" when no row was scored)."""
+    sets = dict.fromkeys(f"{row.model}: {row.accuracy_data}" for row in rows if row.accuracy_data)
+    return "; ".join(sets)
+
+
 def markdown(result: "BenchmarkResult", plot_name: str | None = None) -> str:
     """The report: machine, method, the table, notes per row, and the plot."""
     s = result.settings
@@ -122,7 +128,8 @@ def markdown(result: "BenchmarkResult", plot_name: str | None = None) -> str:
               "- Peak MB: resident-memory high-water mark of a fresh process that loads the model and runs 3 "
               "batch-1 inferences, above its level before loading (host memory only, not GPU memory).",
               "- × eager: PyTorch eager p50 / this row's p50, both measured in this run (> 1 = faster than eager).",
-              f"- Accuracy on {s['data']} (Sewer-ML: F2_CIW, F1_Normal, mAP at threshold 0.5; cracks: ODS, OIS, IoU), "
+              f"- Accuracy on {accuracy_sets(result.rows) or s['data']} (Sewer-ML: F2_CIW, F1_Normal, mAP at threshold "
+              "0.5; cracks: ODS, OIS, AUPRC, IoU, region F1 at native resolution through the runtime's tiling), "
               f"at most {s['accuracy_images']} images; INT8 rows list their calibration image count.", ""]
     lines += ["## Results", "", "| " + " | ".join(MD_HEADER) + " |", "|" + "---|" * len(MD_HEADER)]
     lines += ["| " + " | ".join(markdown_row(row)) + " |" for row in result.rows]

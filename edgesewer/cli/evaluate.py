@@ -62,7 +62,8 @@ def eval_command(
         "--weights", help="A trained checkpoint (best.pt) to run instead of --scores.")] = None,
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="With --weights: the Sewer-ML folder to evaluate on.")] = None,
-    split: Annotated[str, typer.Option("--split", help="With --weights: which SewerML_<split>.csv.")] = "Val",
+    split: Annotated[str, typer.Option("--split", help="With --weights: which SewerML_<split>.csv; for a crack set "
+                                       "test (the default), val, train or all.")] = "Val",
     batch: Annotated[int, typer.Option("--batch", help="With --weights: images per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="With --weights: auto, cpu, cuda or cuda:N.")] = "auto",
     save_scores: Annotated[Optional[Path], typer.Option(
@@ -136,12 +137,13 @@ def _eval_segmenter(weights: Path, data: Path, split: str, device: str, json_out
     name = load_checkpoint(weights)["model_cfg"]["name"]
     loaded = load_for_export(name, str(weights))
     cfg = loaded.cfg
-    # Crack sets have train/test splits; "Val" (the Sewer-ML default) means the held-out test images.
-    crack_split = "test" if split.lower() in ("val", "test") else split.lower()
+    # "Val", the Sewer-ML default of --split, means a crack set's held-out test images; any other name is a
+    # crack split (test, val: the part carved out of the training images for model selection, train, all).
+    crack_split = "test" if split == "Val" else split.lower()
     out_dir = (json_out.parent if json_out else weights.parent) / f"eval-{crack_split}"
     metrics = evaluate_crack_folder(
         torch_predict(loaded.model, "cpu" if device == "auto" else device), CrackFolder(data, crack_split), out_dir,
-        tile=cfg.input_size, overlap=cfg.input_size // 4, edge=cfg.extra.get("edge", "canny"),
+        tile=cfg.input_size, edge=cfg.extra.get("edge", "canny"),
         threshold=(cfg.thresholds or (0.5,))[0])
     headline = {k: metrics[k] for k in ("ODS", "OIS", "AUPRC", "IoU") if k in metrics}
     typer.echo("  ".join(f"{k} {100 * v:.2f}" for k, v in headline.items()) + f"   (overlays: {out_dir})")

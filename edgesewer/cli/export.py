@@ -42,6 +42,13 @@ def export_command(
     accuracy: Annotated[Optional[bool], typer.Option(
         "--accuracy/--no-accuracy", help="Accuracy per precision on the labelled set (default: on for trained weights).")
     ] = None,
+    max_fp16_loss: Annotated[float, typer.Option(
+        help="Refuse the fp16 artifact when it loses more than this many points of the main metric "
+             "(F2_CIW, ODS, mAP) against fp32 on the labelled set.")] = 0.3,
+    max_int8_loss: Annotated[float, typer.Option(help="The same limit for int8 and int8-cpu.")] = 1.5,
+    accept_accuracy_loss: Annotated[bool, typer.Option(
+        "--accept-accuracy-loss", help="Write artifacts over those limits anyway; the sidecar records the loss.")
+    ] = False,
     classes: Annotated[Optional[Path], typer.Option(
         help="Zero-shot models (sfr-net): class text file (CODE.name / CODE.text lines) to bake in; "
              "default: the trained classes.")] = None,
@@ -56,7 +63,9 @@ def export_command(
     console = Console()
     options = ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
                             calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
-                            imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy, classes=classes)
+                            imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy, classes=classes,
+                            max_fp16_loss=max_fp16_loss, max_int8_loss=max_int8_loss,
+                            accept_accuracy_loss=accept_accuracy_loss)
     with checkpoint_trust(trust_checkpoint):
         result = run_export(options, log=lambda line: console.print(line, highlight=False))
     console.print(summary_table(result))

@@ -32,7 +32,12 @@ LAYOUTS = ("deepcrack", "crackforest", "crack500", "folder")
 # A mask is refused as non-binary when more than this share of pixels is neither dark (<= 10) nor bright (>= 245):
 # anti-aliased or JPEG-compressed borders pass, a grey-level photo or a probability map does not.
 MAX_GREY_FRACTION = 0.02
-CRACKFOREST_TRAIN_FRACTION = 0.6  # our convention: the dataset ships no split
+# The SCNet paper's protocol (section V-A): where a set ships no test split, 20 % of it is held out for
+# testing; model selection and the decision threshold come from a validation part carved out of the
+# training images (10 % of them here), never from the test split.
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.1
+SPLITS = ("all", "trainval", "train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,11 @@ def detect_layout(root: Path) -> str:
 def list_pairs(root: Path, split: str = "train", layout: str | None = None) -> list[CrackPair]:
     """(image, mask) pairs of one split, sorted by image name.
 
-    Splits: deepcrack train|test; crackforest all|train|test (first 60% of the sorted labelled
-    stems | the rest); crack500 train|val|test (the txt list of that name); folder all (the root's
-    images/) or any <split>/ subfolder.
+    Splits: test, trainval (every labelled image not in test), val, train (trainval minus val) and
+    all. A split the set ships is used as it is (DeepCrack train/test, CRACK500 train/val/test,
+    a folder's <split>/ subfolders); a missing one is derived deterministically: test = 20 % of the
+    labelled images spread evenly over the sorted names (CrackForest, a plain folder), val = 10 %
+    of trainval spread the same way. Other names are passed through (a folder's or list's own split).
     """
     root = Path(root)
     layout = layout or detect_layout(root)
@@ -71,10 +78,55 @@ def list_pairs(root: Path, split: str = "train", layout: str | None = None) -> l
                "folder": _folder_pairs}
     if layout not in listers:
         raise DataError(f"unknown crack layout {layout!r}; choose from {', '.join(LAYOUTS)}")
-    pairs = listers[layout](root, split)
+    pairs = _split_pairs(listers[layout], root, split, _native_splits(root, layout))
     if not pairs:
         raise DataError(f"{root}: no images in the {split!r} split ({layout} layout)")
     return pairs
+
+
+def _native_splits(root: Path, layout: str) -> tuple[str, ...]:
+    """The splits a set ships; () when it ships one undivided pool ("all")."""
+    if layout == "deepcrack":
+        return tuple(s for s in ("train", "test") if (root / f"{s}_img").is_dir())
+    if layout == "crack500":
+        return tuple(s for s in ("train", "val", "test") if (root / f"{s}.txt").is_file() or (root / f"{s}crop").is_dir())
+    if layout == "folder":
+        return tuple(s for s in ("train", "val", "test") if (root / s / "images").is_dir())
+    return ()
+
+
+def _split_pairs(lister, root: Path, split: str, native: tuple[str, ...]) -> list[CrackPair]:
+    if split in native and not (split == "train" and "val" not in native):
+        return lister(root, split)
+    if split not in SPLITS:
+        if not native:
+            raise DataError(f"{root}: this set ships no split; choose one of {', '.join(SPLITS)}")
+        return lister(root, split)  # the lister names what it has
+    if split == "all":
+        return lister(root, "all") if not native else [p for s in native for p in lister(root, s)]
+    if split in ("test", "trainval") and "test" not in native:
+        pool = lister(root, "all") if not native else [p for s in native for p in lister(root, s)]
+        trainval, test = hold_out(pool, TEST_FRACTION)
+        return test if split == "test" else trainval
+    if split == "trainval":
+        return [p for s in ("train", "val") if s in native for p in lister(root, s)]
+    if "val" in native:  # split is train or val here and the set ships both
+        return lister(root, split)
+    train, val = hold_out(_split_pairs(lister, root, "trainval", native), VAL_FRACTION)
+    return val if split == "val" else train
+
+
+def spread_indices(n: int, fraction: float) -> list[int]:
+    """round(n x fraction) indices (at least 1 when n >= 2) spread evenly over range(n): deterministic and
+    independent of any random generator, so a split never changes between versions or machines."""
+    count = min(n - 1, max(1, round(n * fraction))) if n >= 2 else 0
+    return [int((k + 0.5) * n / count) for k in range(count)]
+
+
+def hold_out(pairs: list[CrackPair], fraction: float) -> tuple[list[CrackPair], list[CrackPair]]:
+    """(kept, held out): `spread_indices` of the name-sorted pairs are held out."""
+    held = set(spread_indices(len(pairs), fraction))
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -92,7 +144,8 @@ def _same_stem_mask(image: Path, mask_dir: Path) -> Path:
 
 def _deepcrack_pairs(root: Path, split: str) -> list[CrackPair]:
     if split not in ("train", "test"):
-        raise DataError(f"{root}: DeepCrack layout has splits train and test, not {split!r}")
+        raise DataError(f"{root}: DeepCrack layout ships splits train and test, not {split!r} "
+                        f"(derived: {', '.join(SPLITS)})")
     image_dir, mask_dir = root / f"{split}_img", root / f"{split}_lab"
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
@@ -101,8 +154,7 @@ def _deepcrack_pairs(root: Path, split: str) -> list[CrackPair]:
 
 
 def _crackforest_pairs(root: Path, split: str) -> list[CrackPair]:
-    if split not in ("all", "train", "test"):
-        raise DataError(f"{root}: CrackForest has splits all, train and test (60/40 by name), not {split!r}")
+    """Every labelled image (the set ships no split; `list_pairs` derives them)."""
     pairs = []
     for mat in sorted((root / "groundTruth").glob("*.mat")):
         images = [root / "image" / f"{mat.stem}{s}" for s in IMAGE_SUFFIXES]
@@ -110,8 +162,7 @@ def _crackforest_pairs(root: Path, split: str) -> list[CrackPair]:
         if image is None:
             raise DataError(f"{mat}: ground truth without an image (expected image/{mat.stem}.jpg)")
         pairs.append(CrackPair(image, mat))
-    n_train = round(len(pairs) * CRACKFOREST_TRAIN_FRACTION)
-    return {"all": pairs, "train": pairs[:n_train], "test": pairs[n_train:]}[split]
+    return pairs
 
 
 def _crack500_pairs(root: Path, split: str) -> list[CrackPair]:

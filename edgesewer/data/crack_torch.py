@@ -3,8 +3,9 @@
 Training (the paper's recipe): rotation by a uniform angle in [0, 90] degrees, horizontal and
 vertical flips (each with probability 0.5), a random crop of `crop` pixels (reflect-padded first
 when the image is smaller), then the edge channel is computed on the final crop, exactly as the
-runtime computes it on a frame. Validation: the whole image, resized to `size` ("resize") or
-reflect-padded to a multiple of 32 with the padding marked -1 in the target ("pad", batch 1).
+runtime computes it on a frame. Validation: the whole image, resized to `size` ("resize"),
+reflect-padded to a multiple of 32 with the padding marked -1 in the target ("pad", batch 1), or
+as it is ("full", batch 1) for tiled scoring, the protocol of `edgesewer.metrics.crack_eval`.
 
 Each item is (inputs float32 [4,H,W], target float32 [1,H,W] with 1 = crack, 0 = background,
 -1 = padding to ignore).
@@ -81,11 +82,12 @@ class CrackTrainDataset(Dataset):
 
 
 class CrackEvalDataset(Dataset):
-    """Whole images for validation: mode "resize" (to size x size) or "pad" (to a multiple of 32, batch 1)."""
+    """Whole images for validation: mode "resize" (to size x size), "pad" (to a multiple of 32, batch 1) or
+    "full" (native size, batch 1)."""
 
     def __init__(self, folder: CrackFolder, size: int = 256, mode: str = "resize", edge: str = "canny") -> None:
-        if mode not in ("resize", "pad"):
-            raise ValueError(f"mode must be 'resize' or 'pad', got {mode!r}")
+        if mode not in ("resize", "pad", "full"):
+            raise ValueError(f"mode must be 'resize', 'pad' or 'full', got {mode!r}")
         self.folder, self.size, self.mode, self.edge = folder, size, mode, edge
 
     def __len__(self) -> int:
@@ -97,6 +99,8 @@ class CrackEvalDataset(Dataset):
             target = cv2.resize(mask.astype(np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
             inputs = crack_input(rgb, size=self.size, edge=self.edge)
             return torch.from_numpy(inputs), torch.from_numpy(target[None].astype(np.float32))
+        if self.mode == "full":
+            return torch.from_numpy(crack_input(rgb, edge=self.edge)), torch.from_numpy(mask[None].astype(np.float32))
         height, width = mask.shape
         padded_h, padded_w = -(-height // 32) * 32, -(-width // 32) * 32
         inputs = crack_input(pad_to_at_least(rgb, padded_h, padded_w), edge=self.edge)

@@ -1,7 +1,8 @@
 """Accuracy of each exported precision on a labelled set, run through ONNX Runtime, with deltas to FP32.
 
 Classifiers: Sewer-ML metrics (F2_CIW, F1_Normal, mAP at the benchmark threshold 0.5).
-Segmenter: crack metrics (ODS, OIS, AUPRC, IoU, region F1) at the network's input resolution.
+Segmenter: crack metrics (ODS, OIS, AUPRC, IoU, region F1) at each image's native resolution, tiled
+as the runtime tiles (`edgesewer.metrics.crack_eval.evaluate_crack_pairs`, the one crack protocol).
 Every INT8 row carries its calibration image count. Random-weight artifacts are refused: their
 accuracy means nothing and would only mislead.
 """
@@ -33,8 +34,61 @@ SEGMENT_KEYS = ("ODS", "OIS", "AUPRC", "IoU", "region_F1")
 PRECISION_ORDER = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 
 
+# The metric the export gate holds each precision to: the task's main benchmark metric.
+MAIN_METRIC = {"classify": "F2_CIW", "segment": "ODS", "zeroshot": "mAP"}
+# Points of the main metric a variant may lose against fp32 before the export refuses it.
+DEFAULT_MAX_LOSS = {"fp16": 0.3, "int8": 1.5}
+
+
 def headline_keys(task: str) -> tuple[str, ...]:
     return SEGMENT_KEYS if task == "segment" else CLASSIFY_KEYS
+
+
+def main_metric(task: str) -> str:
+    return MAIN_METRIC.get(task, "F2_CIW")
+
+
+@dataclass
+class GateVerdict:
+    """One precision's loss of the main metric against fp32, and whether it is within its limit."""
+
+    precision: str
+    metric: str
+    fp32: float
+    value: float
+    loss_points: float  # 100 x (fp32 - value); negative when the variant scores higher
+    limit_points: float | None  # None for fp32
+    images: int
+
+    @property
+    def passed(self) -> bool:
+        return self.limit_points is None or self.loss_points <= self.limit_points
+
+    def as_dict(self, accepted: bool = False) -> dict[str, Any]:
+        return {"metric": self.metric, "fp32": self.fp32, "value": self.value, "loss_points": self.loss_points,
+                "limit_points": self.limit_points, "passed": self.passed, "accepted_loss": accepted and not self.passed,
+                "images": self.images}
+
+    def message(self, data: str) -> str:
+        return (f"{self.precision} loses {self.loss_points:.2f} points of {self.metric} against fp32 "
+                f"({100 * self.fp32:.2f} -> {100 * self.value:.2f} on {self.images} images of {data}), more than the "
+                f"{self.limit_points:g} allowed; check the calibration data (--calib-data, --calib-images, "
+                f"--calib-method), raise --max-{'fp16' if self.precision == 'fp16' else 'int8'}-loss, or pass "
+                "--accept-accuracy-loss to write it anyway")
+
+
+def gate_verdicts(rows: Sequence["AccuracyRow"], task: str, max_fp16_loss: float = DEFAULT_MAX_LOSS["fp16"],
+                  max_int8_loss: float = DEFAULT_MAX_LOSS["int8"]) -> list[GateVerdict]:
+    """Each row's loss of the task's main metric against the fp32 row (int8 and int8-cpu share the int8 limit)."""
+    metric = main_metric(task)
+    base = next((r for r in rows if r.precision == "fp32"), None)
+    if base is None or metric not in base.metrics:
+        return []
+    limits = {"fp32": None, "fp16": max_fp16_loss, "int8": max_int8_loss, "int8-cpu": max_int8_loss}
+    return [GateVerdict(row.precision, metric, float(base.metrics[metric]), float(row.metrics[metric]),
+                        100.0 * (float(base.metrics[metric]) - float(row.metrics[metric])), limits[row.precision],
+                        int(row.metrics.get("images", 0)))
+            for row in rows if metric in row.metrics]
 
 
 def evaluation_set(data_dir: str | Path, task: str, max_images: int | None = None, seed: int = 0) -> ImageSet:
@@ -60,11 +114,11 @@ def score_onnx(path: str | Path, cfg: ModelCfg, images: ImageSet, batch: int = 8
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if cfg.task == "segment":
+        return _score_segmenter(session, cfg, images, batch, progress, Path(path).name)
     stats = LoadedBatches()
     prepare = input_preparer(cfg)
     with progress_bar(progress, f"scoring {Path(path).name}", len(images)) as step:
-        if cfg.task == "segment":
-            return _score_segmenter(session, cfg, images, prepare, batch, stats, step), len(stats.skipped)
         outputs = [session.run(None, {"input": x})[0]
                    for x in iter_batches(images.paths, prepare, batch, stats, on_step=step)]
     if not outputs:
@@ -79,34 +133,18 @@ def score_onnx(path: str | Path, cfg: ModelCfg, images: ImageSet, batch: int = 8
     return metrics, len(stats.skipped)
 
 
-def _score_segmenter(session, cfg: ModelCfg, images: ImageSet, prepare, batch: int, stats: LoadedBatches,
-                     step) -> dict[str, Any]:
-    import cv2
-
-    from edgesewer.data.crack import read_mask
-    from edgesewer.metrics.crack import CrackMetrics
+def _score_segmenter(session, cfg: ModelCfg, images: ImageSet, batch: int, progress: bool,
+                     name: str) -> tuple[dict[str, Any], int]:
+    from edgesewer.data.crack import CrackPair
+    from edgesewer.metrics.crack_eval import evaluate_crack_pairs, onnx_predict
 
     assert images.masks is not None
-    metrics = CrackMetrics()
-    for start in range(0, len(images), batch):
-        chunk = images.paths[start:start + batch]
-        masks = images.masks[start:start + batch]
-        before = len(stats.skipped)
-        arrays = list(iter_batches(chunk, prepare, batch, stats, on_step=step))
-        if not arrays:
-            continue
-        skipped = {p for p, _ in stats.skipped[before:]}
-        probs = session.run(None, {"input": arrays[0]})[0]
-        kept = [(p, m) for p, m in zip(chunk, masks) if str(p) not in skipped]
-        for prob, (image_path, mask_path) in zip(probs, kept):
-            gt = read_mask(mask_path).astype(np.uint8)
-            # Scored at the network's resolution, as the runtime sees it (nearest keeps the mask binary).
-            gt = cv2.resize(gt, (cfg.input_size, cfg.input_size), interpolation=cv2.INTER_NEAREST).astype(bool)
-            metrics.update(prob[0], gt, name=Path(image_path).name)
-    result = metrics.compute()
-    protocol = (f"whole images and masks resized to the network input {cfg.input_size}x{cfg.input_size} "
-                f"(masks nearest); {result['protocol']}")
-    return {**{k: result[k] for k in SEGMENT_KEYS}, "images": result["images"], "protocol": protocol}
+    pairs = [CrackPair(Path(image), Path(mask)) for image, mask in zip(images.paths, images.masks)]
+    result = evaluate_crack_pairs(onnx_predict(session), pairs, tile=cfg.input_size,
+                                  edge=str(cfg.extra.get("edge", "canny")), batch_size=batch, progress=progress,
+                                  title=f"scoring {name}")
+    metrics = {**{k: result[k] for k in SEGMENT_KEYS}, "images": result["images"], "protocol": result["protocol"]}
+    return metrics, len(result["skipped"])
 
 
 @dataclass

@@ -69,6 +69,9 @@ class ExportOptions:
     simplify: bool = True
     accuracy: bool | None = None  # None = when the weights are trained and the data has labels
     accuracy_images: int | None = 500
+    max_fp16_loss: float = 0.3  # points of the main metric (F2_CIW, ODS, mAP) fp16 may lose against fp32
+    max_int8_loss: float = 1.5  # the same for int8 and int8-cpu
+    accept_accuracy_loss: bool = False  # write artifacts over those limits anyway (the sidecar records the loss)
     parity_images: int = 32
     runs_dir: str | Path = "runs"
     cache_dir: str | Path | None = None
@@ -354,6 +357,25 @@ class _Stage:
         for row in rows:
             self.accuracy[row.precision] = {**row.metrics, "delta_to_fp32_points": row.deltas,
                                             "data": str(images.source), "split": images.split}
+        self.gate_accuracy(rows, f"{images.source} ({images.split})")
+
+    def gate_accuracy(self, rows, data: str) -> None:
+        """Refuse a variant that loses more of the main metric than its limit, unless told to accept it.
+
+        The verdict (loss, limit, passed, accepted) goes into every sidecar either way."""
+        from edgesewer.export.accuracy import gate_verdicts
+
+        opts = self.opts
+        verdicts = gate_verdicts(rows, self.cfg.task, opts.max_fp16_loss, opts.max_int8_loss)
+        for verdict in verdicts:
+            self.accuracy[verdict.precision]["gate"] = verdict.as_dict(opts.accept_accuracy_loss)
+        failed = [v for v in verdicts if not v.passed]
+        if failed and not opts.accept_accuracy_loss:
+            raise ExportError(failed[0].message(data))
+        for verdict in failed:
+            self.notes.append(f"--accept-accuracy-loss: {verdict.precision} written although it loses "
+                              f"{verdict.loss_points:.2f} points of {verdict.metric} (limit {verdict.limit_points:g}); "
+                              "the loss is recorded in its sidecar")
 
     def calibration_entry(self, precision: str) -> dict[str, Any] | None:
         if self.calibration is None or precision not in ("int8", "int8-fp16", "int8-cpu"):

@@ -54,7 +54,7 @@ class SegmenterPredictor(Predictor):
 
     task = "segment"
 
-    def __init__(self, artifact: Artifact, backend: Backend, tiles: bool = False, tile_overlap: int = 64) -> None:
+    def __init__(self, artifact: Artifact, backend: Backend, tiles: bool = False, tile_overlap: int | None = None) -> None:
         super().__init__(artifact, backend)
         self.tiles = tiles
         self.tile_overlap = tile_overlap

@@ -1,7 +1,9 @@
 """Sliding-window inference for frames larger than the model input, with smooth overlap blending.
 
 Crawler cameras give 720p or 1080p frames; the crack model is trained on 256x256 crops. The frame
-is covered by model-size tiles that overlap by `overlap` pixels (the last tile in each direction
+is covered by model-size tiles that overlap by `overlap` pixels (a quarter tile unless told:
+`tile_overlap`, the one value the runtime, `edgesewer eval`, the export accuracy report, the
+benchmark and training validation share, so a model has one ODS) (the last tile in each direction
 is moved flush with the border, so no padding is needed unless the frame is smaller than a tile).
 Tile outputs are averaged with a separable raised-cosine weight that is largest at the tile centre
 and small (but never zero) at its border, so predictions made with little context near a tile edge
@@ -19,6 +21,11 @@ import numpy as np
 
 Predict = Callable[[np.ndarray], np.ndarray]
 WEIGHT_FLOOR = 0.01  # weight at a tile's very border, relative to 1 at its centre
+
+
+def tile_overlap(tile: int) -> int:
+    """Overlap between neighbouring tiles: a quarter tile (64 px for SCNet's 256-px crops)."""
+    return tile // 4
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -40,14 +47,16 @@ def blend_weight(tile: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
     return np.outer(one_d, one_d).astype(np.float32)
 
 
-def tiled_predict(image: np.ndarray, predict: Predict, tile: int = 256, overlap: int = 64,
+def tiled_predict(image: np.ndarray, predict: Predict, tile: int = 256, overlap: int | None = None,
                   batch_size: int = 4, weight_floor: float = WEIGHT_FLOOR) -> np.ndarray:
     """Run `predict` over overlapping tiles of a CxHxW float32 image -> KxHxW blended output.
 
     Frames smaller than a tile (in either direction) are reflect-padded up to the tile size and
     the output cropped back. `predict` receives batches of up to `batch_size` tiles [N,C,tile,tile]
     and must return [N,K,tile,tile]. `weight_floor` = 1 turns blending into plain averaging.
+    `overlap` None: `tile_overlap(tile)`.
     """
+    overlap = tile_overlap(tile) if overlap is None else overlap
     if image.ndim != 3:
         raise ValueError(f"tiled_predict needs a CxHxW array, got shape {image.shape}")
     _, height, width = image.shape

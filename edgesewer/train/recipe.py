@@ -112,6 +112,7 @@ class LossSection:
     # SCNet: focal(fused) + sum_i w_i focal(side_i) + iou_weight * SoftIoU(fused)
     focal_alpha: float = 1.0
     focal_gamma: float = 2.0
+    focal_reduction: str = "sum"  # sum over pixels (the paper's equations) | mean (see train/losses_seg.py)
     side_weights: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 0.75, 0.5])
     iou_weight: float = 1.0
     # SFR-Net's synergistic contrastive loss: softmax over B x C scores at `temperature` + rank_weight x margin loss

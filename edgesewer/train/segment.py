@@ -3,7 +3,8 @@
 `train_segmenter(recipe, data_root)` builds what `train/scnet.yaml` names: SCNet, a crack dataset
 in any supported layout (augmented random crops for training, whole images at their own
 resolution, batch 1, for validation), the focal + side + Soft-IoU loss and the paper's SGD; validates with ODS/OIS/IoU
-(monitor ODS) and stores the ODS threshold in best.pt's ModelCfg (`thresholds = (t_ODS,)`), which
+(monitor ODS) on the `val` split, scored with the one crack protocol (tiles at native resolution, as
+`edgesewer eval`, the export report and the runtime score) and stores the ODS threshold in best.pt's ModelCfg (`thresholds = (t_ODS,)`), which
 export and the runtime then use to binarise the crack map.
 
 Recipe fields the shared schema does not have yet are read with the paper's defaults
@@ -27,6 +28,7 @@ from edgesewer.errors import DataError
 from edgesewer.metrics.crack import CrackMetrics
 from edgesewer.modelcfg import ModelCfg
 from edgesewer.models._registry import create_model, get_entry
+from edgesewer.runtime.tiling import tiled_predict
 from edgesewer.train.checkpoint import load_checkpoint, save_checkpoint
 from edgesewer.train.classify import RunResult, optimizer_factory, scaled_lr, scheduler_factory
 from edgesewer.train.distributed import barrier, gather_objects, init_distributed
@@ -60,8 +62,8 @@ def build_crack_datasets(recipe: Recipe, root: str | Path, cfg: ModelCfg) -> tup
     train_set = CrackTrainDataset(train, crop=cfg.input_size, edge=edge, max_rotation=recipe.augment.rotation,
                                   hflip=recipe.augment.hflip, vflip=float(getattr(recipe.augment, "vflip", 0.5)),
                                   repeats=int(getattr(recipe.data, "repeats", 1)))
-    # Validate on whole images at their own resolution (padded to a multiple of 32): the metric that counts.
-    return train_set, CrackEvalDataset(val, mode="pad", edge=edge)
+    # Validate on whole images at their own resolution, tiled by CrackEvaluator: the metric that counts.
+    return train_set, CrackEvalDataset(val, mode="full", edge=edge)
 
 
 def build_seg_loss(recipe: Recipe) -> SCNetLoss:
@@ -70,7 +72,7 @@ def build_seg_loss(recipe: Recipe) -> SCNetLoss:
         raise DataError(f"{recipe.source}: loss.name must be scnet_focal_iou for a segmenter, not {loss.name!r}")
     return SCNetLoss(side_weights=getattr(loss, "side_weights", SIDE_WEIGHTS),
                      alpha=getattr(loss, "focal_alpha", 1.0), gamma=getattr(loss, "focal_gamma", 2.0),
-                     iou_weight=getattr(loss, "iou_weight", 1.0))
+                     iou_weight=getattr(loss, "iou_weight", 1.0), focal_reduction=loss.focal_reduction)
 
 
 def sgd_factory(lr: float = 1e-4, momentum: float = 0.9, weight_decay: float = 2e-4) -> Callable:
@@ -91,16 +93,25 @@ def crack_probabilities(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 class CrackEvaluator:
     """evaluate_fn for the Trainer: ODS, OIS, AUPRC, IoU, region F1 over the validation loader.
 
-    Targets of -1 (padding added to reach a multiple of 32) at the bottom/right are cropped away.
-    Under torchrun every rank scores its shard and the counts are merged.
+    With `tile`, each image (batch 1, native size) is scored through the runtime's tiling
+    (`tiled_predict` with its `tile_overlap`), as every crack report scores; without, whole batches
+    go through the model at once. Targets of -1 (padding added to reach a multiple of 32) at the
+    bottom/right are cropped away. Under torchrun every rank scores its shard and the counts are merged.
     """
+
+    def __init__(self, tile: int | None = None) -> None:
+        self.tile = tile
 
     def __call__(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
         model.eval()
         metrics = CrackMetrics()
+        predict = torch_predict(model, device)
         with torch.no_grad():
             for inputs, targets in loader:
-                probs = crack_probabilities(model, inputs.to(device)).cpu().numpy()
+                if self.tile is None:
+                    probs = crack_probabilities(model, inputs.to(device)).cpu().numpy()
+                else:
+                    probs = np.stack([tiled_predict(x, predict, tile=self.tile) for x in inputs.numpy()])
                 for prob, target in zip(probs[:, 0], targets[:, 0].numpy()):
                     valid = target >= 0
                     height, width = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
@@ -158,7 +169,7 @@ def train_segmenter(recipe: Recipe, data_root: str | Path, out: str | Path | Non
     cfg = train_config(recipe.train, run_dir, recipe.data.num_workers, eval_batch_size=1)  # images differ in size
     trainer = Trainer(model, train_set, val_set, loss_fn=build_seg_loss(recipe),
                       optimizer_factory=optimizer_factory(recipe.optim, lr),
-                      scheduler_factory=scheduler_factory(recipe.optim, lr), evaluate_fn=CrackEvaluator(), cfg=cfg,
+                      scheduler_factory=scheduler_factory(recipe.optim, lr), evaluate_fn=CrackEvaluator(model_cfg.input_size), cfg=cfg,
                       model_cfg=model_cfg, resume=Path(resume) if resume else None, callbacks=callbacks,
                       checkpoint_extra={"recipe": recipe.to_dict(), "model_kwargs": arch_kw})
     if info.is_main:
