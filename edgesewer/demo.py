@@ -107,7 +107,7 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
     from edgesewer.train.checkpoint import load_checkpoint
     from edgesewer.train.classify import train_classifier
     from edgesewer.train.dino_pretrain import pretrain_dino
-    from edgesewer.train.recipe import load_recipe
+    from edgesewer.train.recipe import load_recipe, recipes_dir
     from edgesewer.train.segment import train_segmenter
 
     console = console or table_console()
@@ -131,7 +131,10 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
     fine = load_recipe("vit-t-dino", overrides=_train_overrides(plan, plan.finetune_minutes, plan.imgsz)
                        + DEMO_VIT_OPTIM + [f"model.backbone_ckpt={backbone}"])
     cls_run = train_classifier(fine, sewerml, out=runs / "vit-t-dino")
-    seg = load_recipe("scnet", overrides=_train_overrides(plan, plan.scnet_minutes, plan.seg_imgsz))
+    # The CPU recipe for crack sets (lr 0.01, focal terms averaged): the paper's GPU recipe (lr 1e-4, per-image
+    # focal sums) diverged here within one epoch.
+    seg = load_recipe("scnet", path=recipes_dir() / "scnet-cpu.yaml",
+                      overrides=_train_overrides(plan, plan.scnet_minutes, plan.seg_imgsz))
     seg_run = train_segmenter(seg, crack, out=runs / "scnet")
     cls_ckpt, seg_ckpt = cls_run.run_dir / "best.pt", seg_run.run_dir / "best.pt"
     validation = load_checkpoint(cls_ckpt)["model_cfg"]["extra"].get("validation", {})

@@ -111,6 +111,12 @@ def test_parity_measures_by_hand():
     assert seg.decision_agreement == pytest.approx(2 * 3 / 7)  # F1 = 2|A&B| / (|A| + |B|)
     assert seg.iou == pytest.approx(3 / 4)
     assert not seg.passes()
+    # Pixels PyTorch puts within 0.02 of 0.5 are rounding either way: left out of both masks.
+    prob_ref[0, 0, 3, :] = 0.505
+    prob_cand[0, 0, 3, :] = 0.495
+    assert compare_outputs(prob_ref, prob_cand, "segment").decision_agreement == pytest.approx(2 * 3 / 7)
+    prob_cand[0, 0, 2, 0] = 0.6  # but a confident background pixel turned crack counts
+    assert compare_outputs(prob_ref, prob_cand, "segment").decision_agreement == pytest.approx(2 * 3 / 8)
 
 
 def test_opset16_decomposes_layernorm(tmp_path):

@@ -19,7 +19,7 @@ from edgesewer.taxonomy import SEWER_CODES, ZS_UNSEEN  # noqa: E402
 from edgesewer.train.checkpoint import load_checkpoint  # noqa: E402
 from edgesewer.train.recipe import recipe_from_dict  # noqa: E402
 
-EPOCHS = 2
+EPOCHS = 8
 
 
 def _tiny_recipe():
