@@ -73,7 +73,8 @@ def test_video_report_and_events_appear_whole_and_leave_no_temporary_files(files
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     cap.release()
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "snapshots" not in p.parts)
-    assert names == ["annotated.mp4", "ev.jsonl", "rep/report.html", "rep/report.json"]
+    assert names == ["annotated.mp4", "ev.jsonl", "rep/observations.csv", "rep/observations.json", "rep/report.html",
+                     "rep/report.json"]
 
 
 def test_video_sink_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
@@ -100,8 +101,10 @@ def test_report_files_are_fsynced_and_a_failed_write_leaves_no_temporary_file(tm
 
     monkeypatch.setattr(report_module.os, "fsync", recording_fsync)
     report_module.write_report(tmp_path / "rep", [], {"source": "x"})
-    assert sorted(name.split(".")[1] for name in synced) == ["report", "report"]  # .report.json.XXXX, .report.html.XXXX
-    assert {name.rsplit(".", 1)[0] for name in synced} == {".report.json", ".report.html"}
+    # .report.json.XXXX, .report.html.XXXX, .observations.csv.XXXX, .observations.json.XXXX
+    assert sorted(name.split(".")[1] for name in synced) == ["observations", "observations", "report", "report"]
+    assert {name.rsplit(".", 1)[0] for name in synced} == {
+        ".report.json", ".report.html", ".observations.csv", ".observations.json"}
 
     def no_space(*args):
         raise OSError(28, "No space left on device")

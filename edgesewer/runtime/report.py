@@ -1,5 +1,7 @@
-"""The inspection report: `report.json` (machine-readable) and `report.html` (one page an inspector
-can open anywhere, with a snapshot of each defect at its peak frame) in one folder.
+"""The inspection report: `report.json` (machine-readable), `report.html` (one page an inspector
+can open anywhere: a strip chart of the defects along the pipe, then a snapshot of each defect at
+its peak frame) and the coded observation list `observations.csv` / `.json` (EN 13508-2 shaped,
+see observations.py) in one folder.
 
 Written at the end of every run, including Ctrl-C and a dead source, from what was seen so far.
 With a clip model, its window-level segments are listed apart ("Clip-level segments"): they judge
@@ -18,9 +20,11 @@ from typing import Any, Sequence
 
 import cv2
 
+from edgesewer.runtime.observations import observation_rows, observations_csv, observations_json
 from edgesewer.runtime.overlay import Overlay
 from edgesewer.runtime.postprocess import FrameResult
 from edgesewer.runtime.segments import DefectSegment
+from edgesewer.runtime.stripchart import strip_chart_svg
 
 REPORT_FORMAT_VERSION = 1
 SNAPSHOT_WIDTH = 640
@@ -96,8 +100,8 @@ def write_report(
     snapshots: dict[int, bytes] | None = None,
     clip_segments: Sequence[DefectSegment] = (),
 ) -> Path:
-    """Write snapshots (`SegmentTracker.snapshots`), report.json and report.html into `directory`;
-    returns the JSON path."""
+    """Write snapshots (`SegmentTracker.snapshots`), report.json, report.html and the observation
+    list (observations.csv, observations.json) into `directory`; returns the JSON path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if snapshots:
@@ -105,6 +109,9 @@ def write_report(
     data = report_dict(segments, run, clip_segments)
     _write_atomic(directory / "report.json", json.dumps(data, indent=2) + "\n")
     _write_atomic(directory / "report.html", render_html(data))
+    rows = observation_rows(data["segments"])
+    _write_atomic(directory / "observations.csv", observations_csv(rows))
+    _write_atomic(directory / "observations.json", observations_json(rows, data["segments"]))
     return directory / "report.json"
 
 
@@ -112,16 +119,30 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
-def _segment_cells(number: int, s: dict[str, Any]) -> str:
-    """An open table row with the columns both segment tables share: # code description time frames numbers."""
+def _segment_cells(number: int, s: dict[str, Any], row_id: str | None = None) -> str:
+    """An open table row with the columns both segment tables share: # code description time frames numbers.
+
+    With `row_id` the row is a target of the strip chart, and its number links to the snapshot."""
     level = "high" if s["severity"] > 0.5 else "medium" if s["severity"] > 0.2 else "low"
     times = f"{format_time(s['start_time'])} - {format_time(s['end_time'])}"
     frames = f"{s['start_frame']} - {s['end_frame']}"
     numbers = "".join(_cell(f"{s[k]:.2f}") for k in ("peak_score", "mean_score", "ciw", "severity"))
+    ident = f' id="{row_id}"' if row_id else ""
+    first = _cell(number)
+    if row_id and s.get("snapshot"):
+        first = f'<td><a href="{html.escape(s["snapshot"])}">{number}</a></td>'
     return (
-        f'<tr class="{level}">{_cell(number)}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
+        f'<tr class="{level}"{ident}>{first}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
         f"{_cell(times)}{_cell(frames)}{numbers}"
     )
+
+
+def clock_text(s: dict[str, Any]) -> str:
+    """'11 - 1' for an arc, '3' for one position, '' when unknown."""
+    start = s.get("clock_from") if s.get("clock_from") is not None else s.get("clock")
+    if start is None:
+        return ""
+    return f"{start} - {s['clock_to']}" if s.get("clock_to") is not None else str(start)
 
 
 def render_html(data: dict[str, Any]) -> str:
@@ -149,11 +170,12 @@ def render_html(data: dict[str, Any]) -> str:
             if s.get("snapshot")
             else "<td></td>"
         )
-        rows.append(f"{_segment_cells(number, s)}{_cell(crack)}{image}</tr>")
+        cells = _segment_cells(number, s, f"seg-{number}")
+        rows.append(f"{cells}{_cell(clock_text(s))}{_cell(crack)}{image}</tr>")
     # A clip-only run has no frame-level model: "no defects" would read as a verdict it never made.
     clip_only = "clip_model" in run and "classifier" not in run and "segmenter" not in run
     empty = "No frame-level model in this run (clip mode only)." if clip_only else "No defects detected."
-    body = "".join(rows) or f'<tr><td colspan="11">{empty}</td></tr>'
+    body = "".join(rows) or f'<tr><td colspan="12">{empty}</td></tr>'
     clip_segments = data.get("clip_segments") or []
     clip_table = _clip_table(clip_segments) if "clip_model" in run or clip_segments else ""
     summary = data["summary"]
@@ -165,17 +187,30 @@ def render_html(data: dict[str, Any]) -> str:
 body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; margin-bottom: 2em; }}
 th, td {{ border: 1px solid #bbb; padding: 4px 8px; text-align: left; vertical-align: top; }}
 tr.high td {{ background: #fde2e2; }} tr.medium td {{ background: #fff1db; }}
+tr:target td {{ outline: 2px solid #06c; }}
 p.warning {{ background: #fde2e2; border: 2px solid #c00; padding: 8px; font-weight: bold; }}
 </style></head><body>
 <h1>Sewer inspection report</h1>
 {warnings}<p>{summary["segments"]} defect segments ({html.escape(counts)}); highest severity {summary["max_severity"]:.2f}
 (severity = class-importance weight x peak score){clip_count}.</p>
 <table>{facts}</table>
-<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
-<th>CIW</th><th>severity</th><th>crack</th><th>snapshot</th></tr>
+{_chart_section(data["segments"])}<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th>
+<th>peak</th><th>mean</th><th>CIW</th><th>severity</th><th>clock</th><th>crack</th><th>snapshot</th></tr>
 {body}
 </table>{clip_table}</body></html>
 """
+
+
+def _chart_section(segments: list[dict[str, Any]]) -> str:
+    """The strip chart with a heading and a note on the observation list; '' without segments."""
+    svg = strip_chart_svg(segments)
+    if not svg:
+        return ""
+    return (
+        f'<h2>Defects along the pipe</h2>\n{svg}\n<p>One lane per code; a bar per segment, coloured by severity, '
+        'linked to its row below. Coded observation list (EN 13508-2 shaped): '
+        '<a href="observations.csv">observations.csv</a>, <a href="observations.json">observations.json</a>.</p>\n'
+    )
 
 
 def _clip_table(segments: list[dict[str, Any]]) -> str:

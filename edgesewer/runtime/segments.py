@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from edgesewer.errors import DataError
+from edgesewer.runtime.clock import segment_clock
 from edgesewer.runtime.postprocess import FrameResult
 from edgesewer.taxonomy import CIW, SEWER_DESCRIPTIONS
 
@@ -37,6 +38,12 @@ class DefectSegment:
     crack_area_px: float | None = None  # largest crack area over the segment, frame pixels
     crack_length_px: float | None = None  # longest crack skeleton over the segment, frame pixels
     snapshot: str | None = None  # image file of the peak frame, relative to the report folder
+    # Clock position in the peak frame (runtime/clock.py): 1-12, 12 = crown. A crack gets the arc
+    # clock_from -> clock_to (clockwise; clock_to None when within one hour, 12 -> 12 all round);
+    # a classifier code one position from its CAM (clock_to None). None where no map says.
+    clock: int | None = None
+    clock_from: int | None = None
+    clock_to: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -133,6 +140,7 @@ class SegmentTracker:
             crack_area_px=seg.crack_area,
             crack_length_px=seg.crack_length,
         )
+        segment.clock, segment.clock_from, segment.clock_to = segment_clock(code, seg.peak_result)
         self.segments.append(segment)
         if seg.peak_result is not None and self._snapshot is not None:
             self.snapshots[id(segment)] = self._snapshot(seg.peak_result)
