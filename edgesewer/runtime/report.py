@@ -112,15 +112,22 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
+def format_distance(s: dict[str, Any]) -> str:
+    """'12.34 - 12.80 m (ocr)', or '' when the run had no distance source."""
+    if s.get("start_m") is None:
+        return ""
+    return f"{s['start_m']:.2f} - {s['end_m']:.2f} m ({s.get('distance_source') or '?'})"
+
+
 def _segment_cells(number: int, s: dict[str, Any]) -> str:
-    """An open table row with the columns both segment tables share: # code description time frames numbers."""
+    """An open table row with the columns both segment tables share: # code description time frames distance numbers."""
     level = "high" if s["severity"] > 0.5 else "medium" if s["severity"] > 0.2 else "low"
     times = f"{format_time(s['start_time'])} - {format_time(s['end_time'])}"
     frames = f"{s['start_frame']} - {s['end_frame']}"
     numbers = "".join(_cell(f"{s[k]:.2f}") for k in ("peak_score", "mean_score", "ciw", "severity"))
     return (
         f'<tr class="{level}">{_cell(number)}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
-        f"{_cell(times)}{_cell(frames)}{numbers}"
+        f"{_cell(times)}{_cell(frames)}{_cell(format_distance(s))}{numbers}"
     )
 
 
@@ -153,7 +160,7 @@ def render_html(data: dict[str, Any]) -> str:
     # A clip-only run has no frame-level model: "no defects" would read as a verdict it never made.
     clip_only = "clip_model" in run and "classifier" not in run and "segmenter" not in run
     empty = "No frame-level model in this run (clip mode only)." if clip_only else "No defects detected."
-    body = "".join(rows) or f'<tr><td colspan="11">{empty}</td></tr>'
+    body = "".join(rows) or f'<tr><td colspan="12">{empty}</td></tr>'
     clip_segments = data.get("clip_segments") or []
     clip_table = _clip_table(clip_segments) if "clip_model" in run or clip_segments else ""
     summary = data["summary"]
@@ -171,8 +178,8 @@ p.warning {{ background: #fde2e2; border: 2px solid #c00; padding: 8px; font-wei
 {warnings}<p>{summary["segments"]} defect segments ({html.escape(counts)}); highest severity {summary["max_severity"]:.2f}
 (severity = class-importance weight x peak score){clip_count}.</p>
 <table>{facts}</table>
-<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
-<th>CIW</th><th>severity</th><th>crack</th><th>snapshot</th></tr>
+<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>distance</th>
+<th>peak</th><th>mean</th><th>CIW</th><th>severity</th><th>crack</th><th>snapshot</th></tr>
 {body}
 </table>{clip_table}</body></html>
 """
@@ -181,12 +188,12 @@ p.warning {{ background: #fde2e2; border: 2px solid #c00; padding: 8px; font-wei
 def _clip_table(segments: list[dict[str, Any]]) -> str:
     """The clip model's segments: same columns as the frame-level table, without crack and snapshot."""
     rows = [f"{_segment_cells(number, s)}</tr>" for number, s in enumerate(segments, start=1)]
-    body = "".join(rows) or '<tr><td colspan="9">No clip-level defects detected.</td></tr>'
+    body = "".join(rows) or '<tr><td colspan="10">No clip-level defects detected.</td></tr>'
     return f"""
 <h2>Clip-level segments</h2>
 <p>From the video-level (super-image) model: each window of the last seconds is classified as a whole;
 windows in which a code is on and that overlap (or lie within the merge gap) form one segment.</p>
-<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
-<th>CIW</th><th>severity</th></tr>
+<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>distance</th>
+<th>peak</th><th>mean</th><th>CIW</th><th>severity</th></tr>
 {body}
 </table>"""
