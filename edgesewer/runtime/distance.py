@@ -2,10 +2,10 @@
 the counter burnt into the picture (OCR), otherwise unknown.
 
 Telemetry wins over OCR: it is the crawler's own odometer, where OCR is a guess at small text.
-OCR reads are noisy (a 3 read as 5, a digit dropped), so they go through `MonotoneDistance`, which
-keeps the track the recent reads agree on, rejects reads that go backwards or jump further than the
-crawler can drive, and extrapolates at the measured speed between reads. Tesseract takes tens of
-milliseconds, so OCR runs on every `every`-th frame only (on every frame until the first track is
+OCR reads are noisy (a 5 read as 6, a leading digit dropped), so they go through `MonotoneDistance`,
+which keeps the track the recent reads agree on, rejects reads that go backwards or jump further than
+the crawler can drive, and extrapolates at the measured speed between reads. A Tesseract call takes
+about 100 ms, so OCR runs on every `every`-th frame only (on every frame until the first track is
 found); on a live source in a thread of its own, so that a slow read never holds up the detector.
 """
 
@@ -57,7 +57,7 @@ class MonotoneDistance:
         self,
         max_speed_m_s: float = 1.0,
         tolerance_m: float = 0.05,
-        speed_slack_m_s: float = 0.5,
+        speed_slack_m_s: float = 0.25,
         confirm: int = 3,
         window_s: float = 4.0,
         max_extrapolate_s: float = 1.0,
@@ -214,6 +214,8 @@ class OcrDistance:
         with self._lock:
             self._legible = value is not None
             self.smoother.observe(time, value)
+            if self.smoother.locked:  # confirmed reads: the counter is where the last one was read
+                self.ocr.settled = True
 
     def _work(self) -> None:
         while True:

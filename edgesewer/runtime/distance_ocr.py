@@ -2,8 +2,8 @@
 
 Only a small strip of the frame is read: where the counter is drawn (by default where edgesewer's
 synthetic videos draw it, top-left or bottom-left; `--ocr-roi` for other cameras). The strip is
-upscaled and its thin bright strokes pulled out with a top-hat filter, because the counter is
-light text with a dark outline on a busy pipe wall, about 10 px high in a 320 px wide frame.
+upscaled and its thin strokes pulled out of the wall with a morphological filter, because the
+counter is light text with a dark outline on a busy pipe wall, about 10 px high in a 320 px frame.
 
 pytesseract and the `tesseract` binary are optional (the `ocr` extra, and `apt-get install
 tesseract-ocr`); they are looked for only when OCR distance is asked for.
@@ -11,6 +11,7 @@ tesseract-ocr`); they are looked for only when OCR distance is asked for.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -85,17 +86,18 @@ def parse_roi(spec: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def prepare_strip(crop_bgr: np.ndarray) -> np.ndarray:
+def prepare_strip(crop_bgr: np.ndarray, outline: bool = False) -> np.ndarray:
     """Counter strip -> dark text on white, upscaled: what Tesseract reads best.
 
-    The top-hat keeps strokes narrower than TOPHAT_PX that are brighter than their surroundings (the
-    text's light core inside its dark outline) and flattens the wall; the contrast stretch ignores the
-    brightest 2 % so that one glint does not wash the text out.
+    A top-hat keeps strokes narrower than TOPHAT_PX that are brighter than their surroundings (the
+    text's light core) and flattens the wall. With `outline`, a black-hat keeps the dark outline
+    instead: the fallback for a wall as bright as the letters, where the light core vanishes. The
+    contrast stretch ignores the strongest 2 % so that one glint does not wash the text out.
     """
     gray = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
     big = cv2.resize(gray, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_CUBIC)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (TOPHAT_PX, TOPHAT_PX))
-    strokes = cv2.morphologyEx(big, cv2.MORPH_TOPHAT, kernel).astype(np.float32)
+    strokes = cv2.morphologyEx(big, cv2.MORPH_BLACKHAT if outline else cv2.MORPH_TOPHAT, kernel).astype(np.float32)
     high = max(1.0, float(np.percentile(strokes, 98)))
     text = 255 - np.clip(strokes * (255.0 / high), 0, 255).astype(np.uint8)
     return cv2.copyMakeBorder(text, 10, 10, 10, 10, cv2.BORDER_CONSTANT, value=255)
@@ -104,14 +106,20 @@ def prepare_strip(crop_bgr: np.ndarray) -> np.ndarray:
 class CounterOcr:
     """One Tesseract read of the counter in a frame: `read(image) -> metres | None`.
 
-    Tries the counter boxes in order, starting with the one that read last time, so that a video
-    whose counter sits at the bottom costs one call per read after its first.
+    Each box is read from its light core, then (only when that gives no number) from its dark outline,
+    starting with the box that read last. Once the caller has confirmed the reads (`settled`), only
+    that box is read (a camera's overlay does not move): one Tesseract call, two when it is illegible.
     """
 
     def __init__(self, roi: Sequence[float] | None = None) -> None:
         self._tesseract = require_tesseract()
+        # Tesseract's OpenMP threads cost more than they save on one short line (143 -> 102 ms per call on
+        # two busy cores). Meant for the tesseract child processes; a library in this process that reads
+        # it has read it when it started (the user's own setting, if any, is kept).
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         self.roi = tuple(roi) if roi is not None else None
-        self._preferred = 0
+        self._preferred = 0  # the box that read last
+        self.settled = False
         self._lock = threading.Lock()  # the counters below are read from another thread
         self.calls = 0
         self.seconds = 0.0
@@ -122,9 +130,9 @@ class CounterOcr:
         x0, y0, x1, y1 = self.roi
         return [(int(x0 * width), int(y0 * height), max(int(x1 * width), 1), max(int(y1 * height), 1))]
 
-    def read_box(self, image: np.ndarray, box: Box) -> float | None:
+    def read_box(self, image: np.ndarray, box: Box, outline: bool = False) -> float | None:
         x0, y0, x1, y1 = box
-        strip = prepare_strip(image[y0:y1, x0:x1])
+        strip = prepare_strip(image[y0:y1, x0:x1], outline)
         t0 = time.perf_counter()
         text = self._tesseract.image_to_string(strip, config=TESSERACT_CONFIG)
         with self._lock:
@@ -134,12 +142,14 @@ class CounterOcr:
 
     def read(self, image: np.ndarray) -> float | None:
         boxes = self.boxes(*image.shape[:2])
-        order = [self._preferred] + [i for i in range(len(boxes)) if i != self._preferred]
+        preferred = min(self._preferred, len(boxes) - 1)
+        order = [preferred] + ([] if self.settled else [i for i in range(len(boxes)) if i != preferred])
         for i in order:
-            value = self.read_box(image, boxes[i])
-            if value is not None:
-                self._preferred = i
-                return value
+            for outline in (False, True):
+                value = self.read_box(image, boxes[i], outline)
+                if value is not None:
+                    self._preferred = i
+                    return value
         return None
 
     @property

@@ -10,6 +10,9 @@ are flushed and the report is written: nothing already detected is lost.
 Clip mode (`clip=`, a super-image video model) runs in the sink stage: every frame goes into its
 sliding window, and every stride one window is classified (a "clip" event, a line on the overlay);
 at the end the windows merge into clip-level segments for the report.
+
+Distance along the pipe (`--telemetry`, `--distance ocr`, see distance.py) is looked up in the
+preprocess stage, in frame order; frames, events and segments carry it from there.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from __future__ import annotations
 import platform
 import queue
 import signal
-from collections import deque
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
