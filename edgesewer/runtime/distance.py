@@ -171,7 +171,7 @@ class MonotoneDistance:
 
 
 class OcrDistance:
-    """Tesseract on every `every`-th frame into a `MonotoneDistance`; `at(index, time, image)` per frame.
+    """Tesseract on every `every`-th frame into a `MonotoneDistance`; `at(time, image)` for every frame.
 
     `background=True` (live sources) reads in a worker thread: a frame due for a read is handed over
     only when the worker is idle, and the estimate uses whatever reads have come back.
