@@ -80,6 +80,26 @@ def run_command(
     merge_gap: Annotated[float, typer.Option(help="seconds a code may be off inside one defect segment")] = 0.5,
     min_segment: Annotated[float, typer.Option(help="drop defect segments shorter than this (seconds)")] = 0.2,
     max_frames: Annotated[Optional[int], typer.Option(help="stop after this many frames")] = None,
+    distance: Annotated[
+        str,
+        typer.Option(
+            help="distance along the pipe: ocr (read the camera's counter with Tesseract; needs the ocr extra "
+            "and tesseract-ocr) or none"
+        ),
+    ] = "none",
+    telemetry: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="FILE|udp://HOST:PORT",
+            help='the robot\'s distance as JSON lines {"t": s, "distance_m": m}; wins over OCR where it has a value',
+        ),
+    ] = None,
+    ocr_every: Annotated[int, typer.Option(help="read the distance counter on every N-th frame", min=1)] = 5,
+    ocr_roi: Annotated[
+        Optional[str],
+        typer.Option(metavar="X0,Y0,X1,Y1", help="where the counter is, as fractions of the frame "
+                     "(default: top-left or bottom-left, where the synthetic videos draw it)"),
+    ] = None,
 ) -> None:
     """Classify (and segment cracks in) every frame of a source, and/or classify sliding clips of it with a
     video-level model; write events, video and an inspection report.
@@ -91,6 +111,8 @@ def run_command(
       edgesewer run -m vit-t.fp32.onnx -s rtsp://192.168.1.20:8554/live --events ev.jsonl --smooth kofn:3/5
       edgesewer run --clip-model superimage-efficientnet-b0.fp16.onnx -s inspection.mp4 --headless --report out/
       edgesewer run -m vit-t.int8-cpu.onnx --clip-model superimage-resnet18.fp32.onnx --clip-span 4 --clip-stride 1 -s 0
+      edgesewer run -m vit-t.int8-cpu.onnx -s inspection.mp4 --headless --report out/ --distance ocr
+      edgesewer run -m vit-t.int8-cpu.onnx -s rtsp://192.168.1.20:8554/live --telemetry udp://0.0.0.0:5600
     """
     from rich.console import Console
 
@@ -113,6 +135,10 @@ def run_command(
         max_frames=max_frames,
         merge_gap_s=merge_gap,
         min_segment_s=min_segment,
+        distance=distance,
+        telemetry=telemetry,
+        ocr_every=ocr_every,
+        ocr_roi=ocr_roi,
     )
     console = Console(stderr=True)
     summary = run_inspection(

@@ -34,6 +34,9 @@ def frame_event(result: FrameResult) -> dict[str, Any]:
     if result.crack is not None:
         event["crack_area_px"] = round(result.crack.area_px, 1)
         event["crack_length_px"] = round(result.crack.length_px, 1)
+    if result.distance_m is not None:  # along the pipe: where an inspector goes to find it
+        event["distance_m"] = result.distance_m
+        event["distance_source"] = result.distance_source
     return event
 
 

@@ -10,6 +10,9 @@ are flushed and the report is written: nothing already detected is lost.
 Clip mode (`clip=`, a super-image video model) runs in the sink stage: every frame goes into its
 sliding window, and every stride one window is classified (a "clip" event, a line on the overlay);
 at the end the windows merge into clip-level segments for the report.
+
+Distance along the pipe (`--telemetry`, `--distance ocr`, see distance.py) is looked up in the
+preprocess stage, in frame order; frames, events and segments carry it from there.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -27,6 +31,8 @@ import cv2
 
 from edgesewer import __version__
 from edgesewer.errors import CaptureError, EdgesewerError, EndOfStream
+from edgesewer.runtime.distance import DEFAULT_OCR_EVERY, FrameDistance, open_distance
+from edgesewer.runtime.distance_ocr import parse_roi
 from edgesewer.runtime.events import EventWriter, utc_now
 from edgesewer.runtime.overlay import Overlay
 from edgesewer.runtime.postprocess import (
@@ -67,6 +73,10 @@ class RunOptions:
     merge_gap_s: float = 0.5  # a code off for longer than this ends its segment
     min_segment_s: float = 0.2  # shorter segments are flicker and are dropped
     live_status: bool = True
+    distance: str = "none"  # ocr | none: read the camera's distance counter (runtime/distance.py)
+    telemetry: str | None = None  # JSON-lines file or udp://HOST:PORT; wins over OCR where it has a value
+    ocr_every: int = DEFAULT_OCR_EVERY  # frames between OCR reads
+    ocr_roi: str | None = None  # X0,Y0,X1,Y1 fractions of the frame; default: where the synthetic videos draw it
 
 
 @dataclass
@@ -87,6 +97,7 @@ class _Item:
     frame: Frame
     inputs: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    distance: FrameDistance | None = None
 
 
 @dataclass
@@ -148,8 +159,22 @@ class InspectionPipeline:
         self.output = parse_output(options.output) if options.output is not None else default_output(options.headless)
         refuse_outputs_over_inputs(self._input_files(), self._output_files())
         self.sink = open_sink(self.output, source.fps)
+        self.distance = open_distance(
+            options.distance, options.telemetry, live=source.is_live, clock_origin=source.clock_origin,
+            ocr_every=options.ocr_every, roi=parse_roi(options.ocr_roi) if options.ocr_roi else None,
+        )
+        # Clip mode: the last window's worth of frame distances, and those of every window's first and last
+        # frame (two per window, like the predictions the clip model keeps) for the clip events and segments.
+        span_frames = int(((clip.span_s if clip is not None else 0.0) + 1.0) * fps * 1.5) + 16
+        self._recent_distances: deque[tuple[int, FrameDistance]] = deque(maxlen=span_frames)
+        self._clip_distances: dict[int, FrameDistance] = {}
         # Last, so that a bad option above leaves no half-opened event log behind.
-        self.events = EventWriter(options.events, every_frame=options.events_every_frame)
+        try:
+            self.events = EventWriter(options.events, every_frame=options.events_every_frame)
+        except BaseException:
+            if self.distance is not None:
+                self.distance.close()
+            raise
         self._started = utc_now()
         self._interrupts = 0  # Ctrl-C / SIGTERM received during this run
 
@@ -219,6 +244,8 @@ class InspectionPipeline:
                 self._put(self._q_prepared, item)
                 return
             try:
+                if self.distance is not None:  # here, in frame order, overlapping inference of the previous frame
+                    item.distance = self.distance.for_frame(item.frame.time, item.frame.image)
                 if self.predictors:  # clip mode alone prepares its own input, in the sink stage
                     t0 = time.perf_counter()
                     rgb = cv2.cvtColor(item.frame.image, cv2.COLOR_BGR2RGB)
@@ -277,6 +304,8 @@ class InspectionPipeline:
     def _postprocess(self, item: _Item) -> FrameResult:
         frame = item.frame
         result = FrameResult(frame.index, frame.time, frame.image)
+        if item.distance is not None:
+            result.distance_m, result.distance_source = item.distance.metres, item.distance.source
         if self.classifier is not None:
             out = item.outputs["cls"]
             result.classes = self.classifier.artifact.classes
@@ -291,6 +320,8 @@ class InspectionPipeline:
 
     def _push_clip(self, result: FrameResult) -> None:
         """Feed the clip window; log a classified window and keep its verdict on screen until the next."""
+        if self.distance is not None:
+            self._recent_distances.append((result.index, FrameDistance(result.distance_m, result.distance_source)))
         prediction = self.clip.push(result.image, result.index, result.time)
         if prediction is not None:
             self._write_clip_event(prediction)
@@ -300,7 +331,15 @@ class InspectionPipeline:
 
     def _write_clip_event(self, prediction: ClipPrediction) -> None:
         # "event" like every other line of the log; "type" is what ClipPrediction.to_event names it.
-        self.events.write({"event": "clip", **prediction.to_event()})
+        event = {"event": "clip", **prediction.to_event()}
+        if self.distance is not None:
+            recent = dict(self._recent_distances)
+            for key, frame in (("start", prediction.start_frame), ("end", prediction.end_frame)):
+                known = recent.get(frame) or self._clip_distances.get(frame) or FrameDistance(None, None)
+                self._clip_distances[frame] = known
+                event[f"{key}_m"] = known.metres
+            event["distance_source"] = self._clip_distances[prediction.end_frame].source
+        self.events.write(event)
 
     def _sinks(self, result: FrameResult) -> None:
         if self.clip is not None:
@@ -438,10 +477,13 @@ class InspectionPipeline:
                     self.opts.report, segments, info, self.tracker.snapshots, clip_segments
                 )
         finally:
-            self.events.end(ended_by=end.reason, message=end.message, **counts, stats=stats)
+            distance = {"distance": self.distance.describe()} if self.distance is not None else {}
+            self.events.end(ended_by=end.reason, message=end.message, **counts, stats=stats, **distance)
             self.events.close()
             if self.sink is not None:
                 self.sink.close()
+            if self.distance is not None:
+                self.distance.close()
             self.source.close()
         error = end.error if isinstance(end.error, EdgesewerError) else None
         if end.error is not None and error is None and not isinstance(end.error, KeyboardInterrupt):
@@ -461,7 +503,14 @@ class InspectionPipeline:
             last = None
         if last is not None:
             self._write_clip_event(last)
-        return self.clip.segments(self.opts.merge_gap_s)
+        segments = self.clip.segments(self.opts.merge_gap_s)
+        if self.distance is not None:
+            for segment in segments:
+                start = self._clip_distances.get(segment.start_frame, FrameDistance(None, None))
+                end = self._clip_distances.get(segment.end_frame, FrameDistance(None, None))
+                segment.start_m, segment.end_m = start.metres, end.metres
+                segment.distance_source = "+".join(sorted({d.source for d in (start, end) if d.source})) or None
+        return segments
 
     def run_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -485,6 +534,8 @@ class InspectionPipeline:
         if self.segmenter is not None:
             info["segmenter"] = self.segmenter.artifact.describe()
             info["crack_threshold"] = self.opts.seg_threshold
+        if self.distance is not None:
+            info.update(self.distance.describe())
         if self.clip is not None:
             info["clip_model"] = self.clip.describe()
             info["clip_backend"] = self.clip.backend.name

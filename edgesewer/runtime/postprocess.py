@@ -295,6 +295,8 @@ class FrameResult:
     crack: CrackResult | None = None
     cam: np.ndarray | None = None  # [C, h, w] class activation maps when the model has them
     extra: dict = field(default_factory=dict)
+    distance_m: float | None = None  # along the pipe, see runtime/distance.py; None when unknown
+    distance_source: str | None = None  # "telemetry" | "ocr"
 
     @property
     def codes(self) -> list[str]:

@@ -119,10 +119,16 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
-def _segment_cells(number: int, s: dict[str, Any], row_id: str | None = None) -> str:
-    """An open table row with the columns both segment tables share: # code description time frames numbers.
+def format_distance(s: dict[str, Any]) -> str:
+    """'12.34 - 12.80 m (ocr)', or '' when the run had no distance source."""
+    if s.get("start_m") is None:
+        return ""
+    return f"{s['start_m']:.2f} - {s['end_m']:.2f} m ({s.get('distance_source') or '?'})"
 
-    With `row_id` the row is a target of the strip chart, and its number links to the snapshot."""
+
+def _segment_cells(number: int, s: dict[str, Any], row_id: str | None = None) -> str:
+    """An open table row with the columns both segment tables share: # code description time frames distance
+    numbers. With `row_id` the row is a target of the strip chart, and its number links to the snapshot."""
     level = "high" if s["severity"] > 0.5 else "medium" if s["severity"] > 0.2 else "low"
     times = f"{format_time(s['start_time'])} - {format_time(s['end_time'])}"
     frames = f"{s['start_frame']} - {s['end_frame']}"
@@ -133,7 +139,7 @@ def _segment_cells(number: int, s: dict[str, Any], row_id: str | None = None) ->
         first = f'<td><a href="{html.escape(s["snapshot"])}">{number}</a></td>'
     return (
         f'<tr class="{level}"{ident}>{first}<td><b>{html.escape(s["code"])}</b></td>{_cell(s["description"])}'
-        f"{_cell(times)}{_cell(frames)}{numbers}"
+        f"{_cell(times)}{_cell(frames)}{_cell(format_distance(s))}{numbers}"
     )
 
 
@@ -195,7 +201,7 @@ p.warning {{ background: #fde2e2; border: 2px solid #c00; padding: 8px; font-wei
 (severity = class-importance weight x peak score){clip_count}.</p>
 <table>{facts}</table>
 {_chart_section(data["segments"])}<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th>
-<th>peak</th><th>mean</th><th>CIW</th><th>severity</th><th>clock</th><th>crack</th><th>snapshot</th></tr>
+<th>distance</th><th>peak</th><th>mean</th><th>CIW</th><th>severity</th><th>clock</th><th>crack</th><th>snapshot</th></tr>
 {body}
 </table>{clip_table}</body></html>
 """
@@ -216,12 +222,12 @@ def _chart_section(segments: list[dict[str, Any]]) -> str:
 def _clip_table(segments: list[dict[str, Any]]) -> str:
     """The clip model's segments: same columns as the frame-level table, without crack and snapshot."""
     rows = [f"{_segment_cells(number, s)}</tr>" for number, s in enumerate(segments, start=1)]
-    body = "".join(rows) or '<tr><td colspan="9">No clip-level defects detected.</td></tr>'
+    body = "".join(rows) or '<tr><td colspan="10">No clip-level defects detected.</td></tr>'
     return f"""
 <h2>Clip-level segments</h2>
 <p>From the video-level (super-image) model: each window of the last seconds is classified as a whole;
 windows in which a code is on and that overlap (or lie within the merge gap) form one segment.</p>
-<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>peak</th><th>mean</th>
-<th>CIW</th><th>severity</th></tr>
+<table><tr><th>#</th><th>code</th><th>description</th><th>time</th><th>frames</th><th>distance</th>
+<th>peak</th><th>mean</th><th>CIW</th><th>severity</th></tr>
 {body}
 </table>"""

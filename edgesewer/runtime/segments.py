@@ -44,6 +44,9 @@ class DefectSegment:
     clock: int | None = None
     clock_from: int | None = None
     clock_to: int | None = None
+    start_m: float | None = None  # distance along the pipe at the first / last frame it was on (runtime/distance.py)
+    end_m: float | None = None
+    distance_source: str | None = None  # "telemetry", "ocr" or "ocr+telemetry" when it changed during the segment
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,6 +69,9 @@ class _Open:
     peak_result: FrameResult | None = None
     crack_area: float | None = None
     crack_length: float | None = None
+    start_m: float | None = None  # first and last known distance of the frames it was on
+    end_m: float | None = None
+    distance_sources: set[str] = field(default_factory=set)
 
 
 class SegmentTracker:
@@ -117,6 +123,10 @@ class SegmentTracker:
             if result.crack is not None and result.crack.found:
                 seg.crack_area = max(seg.crack_area or 0.0, result.crack.area_px)
                 seg.crack_length = max(seg.crack_length or 0.0, result.crack.length_px)
+            if result.distance_m is not None:
+                seg.start_m = result.distance_m if seg.start_m is None else seg.start_m
+                seg.end_m = result.distance_m
+                seg.distance_sources.add(result.distance_source or "unknown")
 
     def _close(self, code: str) -> None:
         seg = self._open.pop(code)
@@ -139,6 +149,9 @@ class SegmentTracker:
             peak_frame=seg.peak_result.index if seg.peak_result else seg.start_frame,
             crack_area_px=seg.crack_area,
             crack_length_px=seg.crack_length,
+            start_m=seg.start_m,
+            end_m=seg.end_m,
+            distance_source="+".join(sorted(seg.distance_sources)) or None,
         )
         segment.clock, segment.clock_from, segment.clock_to = segment_clock(code, seg.peak_result)
         self.segments.append(segment)

@@ -53,6 +53,7 @@ class VideoSource(ABC):
     """The small interface every source offers (jetson-inference's videoSource, minus the C++)."""
 
     is_live: bool = False
+    clock_origin: float | None = None  # time.monotonic() at frame time 0 for live sources; files have their own clock
 
     def __init__(self, uri: SourceURI, on_status: StatusCallback | None = None) -> None:
         self.uri = uri
@@ -278,7 +279,7 @@ class LiveSource(VideoSource):
         self._received = 0
         self._lost_at: float | None = None  # set while reconnecting
         self._attempts = 0  # reconnect attempts since the last drop
-        self._t0 = time.monotonic()
+        self._t0 = self.clock_origin = time.monotonic()
         self._grabber = self._new_grabber()
         self._grabber.start()
         try:

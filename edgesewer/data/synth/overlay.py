@@ -40,13 +40,18 @@ def sample_overlay(rng: np.random.Generator) -> OverlayStyle:
     )
 
 
+def distance_text(style: OverlayStyle, cam_pos: float) -> str:
+    """The distance counter as drawn, e.g. ' 23.11' (metres, two decimals; the video truth records it too)."""
+    return f"{style.start_m + cam_pos * METRES_PER_RADIUS:6.2f}"
+
+
 def draw_overlay(image: np.ndarray, style: OverlayStyle, cam_pos: float) -> None:
     """Write the distance (metres), date and section onto `image` in place."""
     h, w = image.shape[:2]
     scale = max(0.3, w / 900.0)
     thick = max(1, int(round(w / 500)))
-    metres = style.start_m + cam_pos * METRES_PER_RADIUS
-    lines = [f"{metres:6.2f} m", style.date] if style.top else [style.section, f"{metres:6.2f} m  {style.date}"]
+    metres = distance_text(style, cam_pos)
+    lines = [f"{metres} m", style.date] if style.top else [style.section, f"{metres} m  {style.date}"]
     line_h = int(30 * scale) + 4
     y0 = line_h if style.top else h - 6 - line_h * (len(lines) - 1)
     for i, text in enumerate(lines):

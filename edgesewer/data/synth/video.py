@@ -21,7 +21,7 @@ import numpy as np
 from edgesewer.data.synth.catalog import JOINT_CODES, KINDS, sample_angle
 from edgesewer.data.synth.defects import Defect, Site
 from edgesewer.data.synth.geometry import Z_FAR, Camera
-from edgesewer.data.synth.overlay import METRES_PER_RADIUS, sample_overlay
+from edgesewer.data.synth.overlay import METRES_PER_RADIUS, distance_text, sample_overlay
 from edgesewer.data.synth.scene import Layers, render, sample_camera, sample_look
 from edgesewer.data.synth.still import water_depth_of
 from edgesewer.data.synth.textures import strip_width_for
@@ -174,6 +174,9 @@ def render_video(out_dir: Path, name: str, seed: int, seconds: float = 20.0, fps
         "speed_m_per_s": round(speed * METRES_PER_RADIUS, 4), "water_level": water_level,
         "events": [{"codes": list(codes), "position_m": round(pos * METRES_PER_RADIUS + overlay.start_m, 3)}
                    for pos, codes in events],
+        # The distance counter burnt into each frame, exactly as drawn (metres, 2 decimals): OCR truth.
+        "distance_m": [float(distance_text(overlay, speed * i / fps)) for i in range(n_frames)],
+        "overlay_top": overlay.top,  # where the text block is: top-left or bottom-left
     }
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(truth) + "\n")
