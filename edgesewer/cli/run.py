@@ -49,7 +49,10 @@ def run_command(
     output: Annotated[
         Optional[str],
         typer.Option(
-            "--output", "-o", help="display://0 | file://out.mp4 | none (default: a window unless --headless)"
+            "--output",
+            "-o",
+            help="display://0 | file://out.mp4 | http://@:8080/ (MJPEG, browser) | rtsp://@:8554/inspect | none "
+            "(default: a window unless --headless)",
         ),
     ] = None,
     headless: Annotated[bool, typer.Option(help="no window")] = False,
@@ -109,6 +112,7 @@ def run_command(
       edgesewer run -m runs/export/vit-t/vit-t.int8-cpu.onnx -s inspection.mp4 --report out/ --headless
       edgesewer run -m vit-t.fp16.engine --seg scnet.fp16.engine -s csi://0 -o display://0
       edgesewer run -m vit-t.fp32.onnx -s rtsp://192.168.1.20:8554/live --events ev.jsonl --smooth kofn:3/5
+      edgesewer run -m vit-t.int8-cpu.onnx -s 0 --headless -o http://@:8080/   # watch in a browser
       edgesewer run --clip-model superimage-efficientnet-b0.fp16.onnx -s inspection.mp4 --headless --report out/
       edgesewer run -m vit-t.int8-cpu.onnx --clip-model superimage-resnet18.fp32.onnx --clip-span 4 --clip-stride 1 -s 0
       edgesewer run -m vit-t.int8-cpu.onnx -s inspection.mp4 --headless --report out/ --distance ocr

@@ -6,6 +6,7 @@ predictors         frame -> model input (shared preprocessing) -> outputs
 postprocess        sigmoid, thresholds, temporal smoothing, crack measures
 pipeline           the threaded capture -> preprocess -> infer -> postprocess -> sinks loop
 overlay / sinks    annotated frames to a window or a video file
+live_sinks         the operator's live view: MJPEG over HTTP, H.264 over RTSP (GStreamer)
 events / segments / report   JSONL log, merged defect segments, the inspection report
 stats              pipeline FPS vs network FPS, per-stage latency, dropped frames
 

@@ -59,7 +59,8 @@ if TYPE_CHECKING:
 class RunOptions:
     """Everything `edgesewer run` can set besides the models and the source."""
 
-    output: str | None = None  # display://0 | file://out.mp4 | none; None: display unless headless
+    # display://0 | file://out.mp4 | http://@:8080/ | rtsp://@:8554/inspect | none; None: display unless headless
+    output: str | None = None
     headless: bool = False
     events: Path | None = None
     events_every_frame: bool = False
@@ -158,11 +159,16 @@ class InspectionPipeline:
         )
         self.output = parse_output(options.output) if options.output is not None else default_output(options.headless)
         refuse_outputs_over_inputs(self._input_files(), self._output_files())
-        self.sink = open_sink(self.output, source.fps)
         self.distance = open_distance(
             options.distance, options.telemetry, live=source.is_live, clock_origin=source.clock_origin,
             ocr_every=options.ocr_every, roi=parse_roi(options.ocr_roi) if options.ocr_roi else None,
         )
+        try:
+            self.sink = open_sink(self.output, source.fps, on_status=self.status.message)
+        except BaseException:
+            if self.distance is not None:
+                self.distance.close()  # a telemetry listener already holds its UDP port
+            raise
         # Clip mode: the last window's worth of frame distances, and those of every window's first and last
         # frame (two per window, like the predictions the clip model keeps) for the clip events and segments.
         span_frames = int(((clip.span_s if clip is not None else 0.0) + 1.0) * fps * 1.5) + 16
@@ -174,6 +180,8 @@ class InspectionPipeline:
         except BaseException:
             if self.distance is not None:
                 self.distance.close()
+            if self.sink is not None:
+                self.sink.close()  # a live view already listens on its port
             raise
         self._started = utc_now()
         self._interrupts = 0  # Ctrl-C / SIGTERM received during this run
@@ -344,7 +352,7 @@ class InspectionPipeline:
     def _sinks(self, result: FrameResult) -> None:
         if self.clip is not None:
             self._push_clip(result)
-        if self.sink is not None:
+        if self.sink is not None and getattr(self.sink, "active", True):  # a live view nobody watches: no drawing
             annotated = self.overlay.draw(result, self.stats.short_status())
             if hasattr(self.sink, "show"):
                 if not self.sink.show(annotated):
@@ -430,6 +438,8 @@ class InspectionPipeline:
                 self.status.message(f"{label}: {info[role]} on {info['source']}")
         for warning in info.get("warnings", []):
             self.status.message(f"WARNING: {warning}")
+        if getattr(self.sink, "url", None):
+            self.status.message(f"live view: {self.sink.url}")
         self.stats.start()
         end = _End("error", "the run did not start")
         restore_signals = self._trap_signals()

@@ -1,7 +1,9 @@
-"""Frame outputs named by `--output`: an annotated video file or a window (or nothing).
+"""Frame outputs named by `--output`: an annotated video file, a window, a live view served over HTTP
+(MJPEG) or RTSP (`live_sinks.py`), or nothing.
 
-JSONL events and the inspection report are written by `events.py` and `report.py`; these two are
-the image sinks.
+JSONL events and the inspection report are written by `events.py` and `report.py`; these are the
+image sinks. A sink with an `active` property that is False (a live view nobody watches) gets no
+frames: the pipeline does not draw them.
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
 
 from edgesewer.errors import EdgesewerError
 from edgesewer.runtime.uri import OutputURI, parse_output
+
+if TYPE_CHECKING:
+    from edgesewer.runtime.live_sinks import MjpegHttpSink, RtspSink
 
 FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
@@ -110,11 +115,25 @@ def default_output(headless: bool) -> OutputURI:
     return parse_output("display://0")
 
 
-def open_sink(uri: OutputURI, fps: float) -> VideoFileSink | DisplaySink | None:
+def open_sink(
+    uri: OutputURI, fps: float, on_status: Callable[[str], None] | None = None
+) -> VideoFileSink | DisplaySink | MjpegHttpSink | RtspSink | None:
+    """The sink for a parsed `--output`; served outputs listen at once (a port in use fails here).
+
+    `on_status` receives the live views' viewer connected / left messages.
+    """
     if uri.scheme == "file":
         return VideoFileSink(uri.location, fps)
     if uri.scheme == "display":
         return DisplaySink(f"edgesewer {uri.location}")
+    if uri.scheme == "http":
+        from edgesewer.runtime.live_sinks import MjpegHttpSink
+
+        return MjpegHttpSink(uri, on_status=on_status)
+    if uri.scheme == "rtsp":
+        from edgesewer.runtime.live_sinks import RtspSink
+
+        return RtspSink(uri, fps, on_status=on_status)
     return None
 
 

@@ -4,7 +4,9 @@ Sources: `0` or `/dev/video0` or `v4l2:///dev/video0` (USB/V4L2 camera), `csi://
 camera through nvarguscamerasrc), `rtsp://...`, `http(s)://...` (MJPEG or anything FFmpeg opens),
 `gst://<pipeline ending in appsink>` (any GStreamer pipeline, e.g. hardware-decoded RTSP on a Jetson),
 `file://x.mp4` or a plain path (video file, image file, image folder, or a glob such as
-`frames/*.jpg`). Outputs: `display://0`, `file://out.mp4` or a path, `none`.
+`frames/*.jpg`). Outputs: `display://0`, `file://out.mp4` or a path, `http://@:8080/` (MJPEG served to
+browsers), `rtsp://@:8554/inspect` (H.264 over RTSP), `none`; in the served outputs `@` (or no host)
+means every interface, as in jetson-inference, and `http://127.0.0.1:8080/` serves this machine only.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from edgesewer.errors import CaptureError, EdgesewerError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 LIVE_SCHEMES = frozenset({"v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https"})
 SOURCE_SCHEMES = ("v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "file")
-OUTPUT_SCHEMES = ("display", "file", "none")
+OUTPUT_SCHEMES = ("display", "file", "http", "rtsp", "none")
+SERVED_DEFAULTS = {"http": (8080, "/"), "rtsp": (8554, "/inspect")}  # port and path when the URI leaves them out
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
@@ -47,11 +50,18 @@ class SourceURI:
 
 @dataclass(frozen=True)
 class OutputURI:
-    """A parsed output: scheme "display" (window number in `location`), "file" (path) or "none"."""
+    """A parsed output: scheme "display" (window number in `location`), "file" (path), "http" / "rtsp"
+    (a stream this machine serves on `host`:`port` at `path`; `location` is `host:port/path`) or "none".
+
+    `port` 0 asks for any free port (tests); the sink reports the one it got.
+    """
 
     text: str
     scheme: str
     location: str
+    host: str = ""  # served outputs: the address to listen on, 0.0.0.0 for every interface
+    port: int = 0
+    path: str = ""
 
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/@\s:]*)(?::([^/\s]*))?@")  # password up to the last @
@@ -160,7 +170,8 @@ def gstreamer_csi_pipeline(sensor_id: int, width: int = 1280, height: int = 720,
 
 
 def parse_output(text: str | None) -> OutputURI:
-    """`display://0`, `file://out.mp4` (or a plain path ending in a video suffix), `none`."""
+    """`display://0`, `file://out.mp4` (or a plain path ending in a video suffix), `http://@:8080/`,
+    `rtsp://@:8554/inspect`, `none`."""
     if text is None or str(text).strip().lower() in ("", "none", "none://"):
         return OutputURI("none", "none", "")
     text = str(text).strip()
@@ -178,4 +189,46 @@ def parse_output(text: str | None) -> OutputURI:
         if suffix not in (".mp4", ".avi", ".mkv", ".mov"):
             raise EdgesewerError(f"{text}: an output video file must end in .mp4, .avi, .mkv or .mov")
         return OutputURI(text, "file", rest)
-    raise EdgesewerError(f"{text}: unknown output scheme {scheme}://; use one of display://0, file://out.mp4, none")
+    if scheme in SERVED_DEFAULTS:
+        return _served_output(text, scheme, rest)
+    if scheme in ("https", "rtsps"):
+        raise EdgesewerError(
+            f"{_shown(text)}: {scheme}:// outputs are not served (no TLS); "
+            f"use {scheme[:-1]}:// behind a TLS proxy or VPN"
+        )
+    raise EdgesewerError(
+        f"{_shown(text)}: unknown output scheme {scheme}://; "
+        "use one of display://0, file://out.mp4, http://@:8080/, rtsp://@:8554/inspect, none"
+    )
+
+
+_SERVED = re.compile(r"^(?:(?P<user>[^/]*)@)?(?P<host>[^:/@]*)(?::(?P<port>[^/]*))?(?P<path>/.*)?$")
+
+
+def _shown(text: str) -> str:
+    """An output URI as messages show it: `@` alone (every interface) is no secret, anything before it may be."""
+    return text if "://@" in text or "@" not in text else redact(text)
+
+
+def _served_output(text: str, scheme: str, rest: str) -> OutputURI:
+    """`@:8080/`, `127.0.0.1:8080/`, `:8554/inspect`, `@` ... -> host, port and path to serve on."""
+    shown = _shown(text)
+    example = "http://@:8080/" if scheme == "http" else "rtsp://@:8554/inspect"
+    match = _SERVED.match(rest)
+    if match is None or "?" in rest or "#" in rest:
+        raise EdgesewerError(f"{shown}: expected {scheme}://HOST:PORT/PATH to serve on, e.g. {example}")
+    if match["user"]:
+        raise EdgesewerError(
+            f"{shown}: a served {scheme}:// output takes no user name or password (the stream is not protected); "
+            "serve on 127.0.0.1 or behind a VPN instead"
+        )
+    default_port, default_path = SERVED_DEFAULTS[scheme]
+    port_text = match["port"] if match["port"] is not None else str(default_port)
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise EdgesewerError(f"{shown}: the port must be a number from 1 to 65535, e.g. {example}")
+    host = match["host"] or "0.0.0.0"
+    path = match["path"] or default_path
+    if scheme == "rtsp" and path.rstrip("/") == "":
+        path = default_path  # the RTSP server needs a mount name; `rtsp://@:8554` serves /inspect
+    port = int(port_text)
+    return OutputURI(shown, scheme, f"{host}:{port}{path}", host=host, port=port, path=path)
