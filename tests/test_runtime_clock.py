@@ -107,6 +107,8 @@ def test_cam_heat_blob_at_known_hours(hour):
     result = FrameResult(0, 0.0, np.zeros((*frame_hw, 3), np.uint8), SEWER_CODES, cam=cam)
     assert segment_clock("RO", result) == (hour, hour, None)
     assert segment_clock("RB", FrameResult(0, 0.0, result.image, SEWER_CODES)) == (None, None, None)  # no CAM
+    # scores kept without their frame (benchmarks/frame_segments.py scores offline): no geometry, no crash
+    assert segment_clock("RO", FrameResult(0, 0.0, None, SEWER_CODES, cam=cam)) == (None, None, None)
 
 
 def test_synthetic_cracks_land_at_the_angle_the_generator_chose(monkeypatch):

@@ -157,7 +157,7 @@ def segment_clock(code: str, result: FrameResult | None) -> tuple[int | None, in
     one position (a 14 x 14 activation map is too coarse to say where a defect ends). Codes without
     a map (no CAM output, nothing hot off-centre) get Nones.
     """
-    if result is None:
+    if result is None or result.image is None:  # scores without their frame (offline scoring): no geometry
         return None, None, None
     frame_hw = tuple(result.image.shape[:2])
     if code == CRACK_CODE:
