@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from edgesewer.cli import batch as batch_cli
 from edgesewer.cli import benchmark as benchmark_cli
 from edgesewer.cli import data as data_cli
 from edgesewer.cli import demo as demo_cli
@@ -20,7 +21,7 @@ from edgesewer.cli import video as video_cli
 
 app = typer.Typer(
     name="edgesewer",
-    help="Sewer-pipe defect models on the edge: data, train, eval, export, run, benchmark.",
+    help="Sewer-pipe defect models on the edge: data, train, eval, export, run, batch, benchmark.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,6 +37,7 @@ app.command("models")(models_cli.models_command)
 app.command("export")(export_cli.export_command)
 app.command("build")(export_cli.build_command)
 app.command("run")(run_cli.run_command)
+app.command("batch")(batch_cli.batch_command)
 app.command("benchmark")(benchmark_cli.benchmark_command)
 
 
