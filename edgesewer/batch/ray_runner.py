@@ -117,25 +117,46 @@ def _error_line(source: str, exc: BaseException, ray) -> str:
     return f"{source}: {type(exc).__name__}: {first}"
 
 
+def local_ray_options(num_cpus: int) -> dict[str, Any]:
+    """ray.init() arguments for the instance a command starts on its own machine."""
+    import logging
+
+    return {"num_cpus": num_cpus, "include_dashboard": False, "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
+            "logging_level": logging.WARNING, "log_to_driver": False}
+
+
+def init_ray(ray, address: str | None = None, num_cpus: int | None = None, attempts: int = 2) -> None:
+    """Start a local Ray instance (address None) or connect to a cluster; one-line error when neither works.
+
+    A local start is tried twice: Ray gives its raylet a fixed 30 s to register, which a machine that
+    is busy with other work can miss once (what is left of the failed start is shut down first).
+    """
+    import logging
+
+    kwargs = local_ray_options(num_cpus or os.cpu_count() or 1) if address is None else {
+        "address": address, "logging_level": logging.WARNING, "log_to_driver": False}
+    for attempt in range(1, (attempts if address is None else 1) + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, Exception
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            if attempt >= (attempts if address is None else 1):
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise EdgesewerError(f"cannot start or reach {_describe_address(address)}: {redact(first)}") from None
+
+
 def _init_ray(ray, cfg: BatchConfig) -> bool:
     """Connect or start; True when this call started Ray (and so must stop it)."""
     if ray.is_initialized():
         return False
-    import logging
-
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if cfg.address is None:
-        cpus = os.cpu_count() or 1
-        if cfg.workers:
-            cpus = max(cpus, math.ceil(cfg.workers * cfg.cpus_per_task))  # --workers is what the user asked for
-        kwargs.update(num_cpus=cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-    else:
-        kwargs["address"] = cfg.address
-    try:
-        ray.init(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise EdgesewerError(f"cannot start or reach {_describe_address(cfg.address)}: {redact(first)}") from None
+    cpus = os.cpu_count() or 1
+    if cfg.workers:
+        cpus = max(cpus, math.ceil(cfg.workers * cfg.cpus_per_task))  # --workers is what the user asked for
+    init_ray(ray, cfg.address, cpus)
     return True
 
 
