@@ -5,6 +5,7 @@ does) on the same files.
     python benchmarks/batch_throughput.py                   # exports vit-t fp32 (random weights) and renders
                                                             # 6 synthetic inspection videos of 6 s first
     python benchmarks/batch_throughput.py --artifact runs/export/vit-t/vit-t.int8-cpu.onnx --videos 8
+    python benchmarks/batch_throughput.py --decode 720x576      # one core's decode rate (for cluster sizing)
 
 Every configuration runs the same files with one ONNX Runtime thread per video (`--cpus-per-task 1`),
 so 2 workers on 2 cores is the most this machine can do in parallel. Order: direct, Ray warm-up (worker
@@ -69,6 +70,23 @@ def batch(artifact: Path, archive: str, out: Path, workers: int) -> tuple[float,
     return wall, result.frames, inside
 
 
+def decode_fps(size: tuple[int, int], seconds: float, work: Path) -> float:
+    """Frames per second one core decodes (OpenCV/FFmpeg, MPEG-4 part 2 as the synthetic videos) at `size`."""
+    import cv2
+
+    from edgesewer.data.synth.video import render_video
+
+    render_video(work, "decode", seed=7, seconds=seconds, fps=25, size=size)
+    cv2.setNumThreads(1)
+    # one decoding thread (FFmpeg's default is one per core)
+    capture = cv2.VideoCapture(str(work / "decode.mp4"), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    frames, start = 0, time.perf_counter()
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    return frames / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, help="classifier artifact (default: export vit-t fp32)")
@@ -76,7 +94,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each synthetic video")
     parser.add_argument("--size", default="320x256", help="synthetic video frame size WxH")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of direct, 1 worker, 2 workers (medians)")
+    parser.add_argument("--decode", metavar="WxH", help="only measure one core's decode rate at this frame size")
     args = parser.parse_args()
+    if args.decode:
+        width, height = (int(v) for v in args.decode.lower().split("x"))
+        work = Path(tempfile.mkdtemp(prefix="edgesewer-decode-"))
+        fps = decode_fps((width, height), args.seconds, work)
+        print(f"decode {width}x{height} MPEG-4, one thread: {fps:.0f} frames/s "
+              f"(load average {os.getloadavg()[0]:.1f})")
+        shutil.rmtree(work, ignore_errors=True)
+        return
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="edgesewer-batch-bench-"))

@@ -202,3 +202,16 @@ def test_cli_batch(ray_local, archive, tmp_path):
     assert read_summary(out)["clean"]["status"] == "done"
     result = CliRunner().invoke(app, ["batch", "-s", str(tmp_path / "nothing"), "-m", str(model), "-o", str(out)])
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_without_ray_the_command_says_how_to_install_it(archive, tmp_path, monkeypatch):
+    import sys
+
+    from edgesewer.cli import app
+
+    root, model, videos = archive
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as on a base install
+    result = CliRunner().invoke(app, ["batch", "-s", str(videos), "-m", str(model), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("error: edgesewer batch needs Ray")
+    assert 'pip install "edgesewer[batch]"' in result.output

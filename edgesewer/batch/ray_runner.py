@@ -175,6 +175,21 @@ def _slots(ray, cfg: BatchConfig) -> int:
     return slots
 
 
+class _Saver:
+    """Saves the manifest at most once a second (it holds every video of the archive; thousands of videos
+    make it megabytes). What a driver killed in between loses is redone by the next run: a video whose
+    result was not recorded yet is still `running` in the manifest, and `running` means redo."""
+
+    def __init__(self, manifest: Manifest, every_s: float = 1.0) -> None:
+        self.manifest, self.every_s, self.last = manifest, every_s, 0.0
+
+    def save(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.manifest.save()
+            self.last = now
+
+
 class _Progress:
     """The archive's progress on the driver's terminal: videos done, frames/s across workers, time left."""
 
@@ -276,6 +291,7 @@ def run_batch(
         )
         job_ref = ray.put(job)
         queue, in_flight = list(todo), {}
+        saver = _Saver(manifest)
         with _Progress(len(todo), progress, console) as bar:
             try:
                 while queue or in_flight:
@@ -284,7 +300,7 @@ def run_batch(
                         entry = manifest.videos[key]
                         manifest.mark_running(key)
                         in_flight[task.remote(key, entry.name, str(out), job_ref)] = key
-                        manifest.save()
+                        saver.save()
                     ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                     for ref in ready:
                         key = in_flight.pop(ref)
@@ -302,8 +318,9 @@ def run_batch(
                             result.failed += 1
                             result.failures.append((key, manifest.videos[key].error))
                             bar.update(0, False)
-                        manifest.save()
+                        saver.save()
                     bar.update()
+                manifest.save()
             except KeyboardInterrupt:
                 for ref, key in in_flight.items():
                     ray.cancel(ref, force=True)

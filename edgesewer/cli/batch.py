@@ -93,8 +93,13 @@ def batch_command(
     console = Console(stderr=True)
     cfg = BatchConfig(source=source, out=out, job=job, address=address, workers=workers,
                       cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, retries=retries, restart=restart)
-    result = run_batch(cfg, progress=progress and console.is_terminal, console=console,
-                       log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+    try:
+        result = run_batch(cfg, progress=progress and console.is_terminal, console=console,
+                           log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the videos in flight are pending again in {out / 'manifest.json'}; "
+                      "rerun the same command to resume", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     counts = result.manifest.counts()
     console.print(
         f"{result.done} videos done, {result.failed} failed, {result.skipped} done before; {result.frames} frames in "
