@@ -215,3 +215,24 @@ def test_without_ray_the_command_says_how_to_install_it(archive, tmp_path, monke
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("error: edgesewer batch needs Ray")
     assert 'pip install "edgesewer[batch]"' in result.output
+
+
+def test_an_unreachable_cluster_is_one_line_without_its_password():
+    from edgesewer.batch.ray_runner import init_ray
+    from edgesewer.errors import EdgesewerError
+
+    class FakeRay:
+        calls = 0
+
+        def init(self, **kwargs):
+            FakeRay.calls += 1
+            raise ConnectionError(f"Failed to connect to {kwargs['address']}\nmore lines")
+
+        def shutdown(self):
+            pass
+
+    with pytest.raises(EdgesewerError) as info:
+        init_ray(FakeRay(), "ray://ops:s3cret@head:10001")
+    message = str(info.value)
+    assert "s3cret" not in message and "ray://ops:***@head:10001" in message and "\n" not in message
+    assert FakeRay.calls == 1  # a cluster is not retried; only a local start is

@@ -6,11 +6,12 @@ import typer
 from typer.testing import CliRunner
 
 from edgesewer.cli import app
-from edgesewer.cli import evaluate, export, train
+from edgesewer.cli import batch, evaluate, export, train
 
 runner = CliRunner()
 
-TOP_LEVEL = {"data", "video", "train", "pretrain", "eval", "demo", "models", "export", "build", "run", "benchmark"}
+TOP_LEVEL = {"data", "video", "train", "pretrain", "eval", "demo", "models", "export", "build", "run", "batch",
+             "benchmark"}
 GROUPS = {"data": {"synth"},
           "video": {"cut-synth", "frames", "folds", "train", "folds-train", "predict", "ensemble", "eval", "clip"}}
 
@@ -22,7 +23,8 @@ def test_registered_command_names():
         assert set(root.commands[group].commands) == names, group
     # each name runs the function its module defines (a swapped registration would pass a name check)
     for name, function in (("train", train.train_command), ("eval", evaluate.eval_command),
-                           ("export", export.export_command), ("build", export.build_command)):
+                           ("export", export.export_command), ("build", export.build_command),
+                           ("batch", batch.batch_command)):
         assert inspect.unwrap(root.commands[name].callback) is inspect.unwrap(function), name
 
 

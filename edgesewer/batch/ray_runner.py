@@ -14,6 +14,7 @@ every node mounts at the same path, and edgesewer installed on every node).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -270,20 +271,24 @@ def run_batch(
         if entry.state != "failed":  # failed keeps its error on the page until the retry ends
             entry.state = "pending"
     manifest.save()
-    job = cfg.job
-    if job.threads is None:
-        job.threads = max(1, round(cfg.cpus_per_task))
-    if job.test_kill is None:
-        job.test_kill = os.environ.get(TEST_KILL_ENV) or None
-    started = time.perf_counter()
+    job = dataclasses.replace(
+        cfg.job,
+        threads=cfg.job.threads or max(1, round(cfg.cpus_per_task)),
+        test_kill=cfg.job.test_kill or os.environ.get(TEST_KILL_ENV) or None,
+    )
     result = BatchResult(len(archive), skipped, 0, 0, 0, 0.0, manifest, out / "summary.csv", out / "summary.html")
     if not todo:
         log(f"all {len(archive)} videos are done already ({out / 'manifest.json'})")
         result.summary_csv, result.summary_html = write_summary(manifest, out)
         return result
+    ray_started = time.perf_counter()
     owns = _init_ray(ray, cfg)
+    started = time.perf_counter()  # frames/s across workers: from here, without Ray's own start
     try:
         slots = _slots(ray, cfg)
+        if owns:
+            verb = "started" if cfg.address is None else "connected to"
+            log(f"{verb} {_describe_address(cfg.address)} in {started - ray_started:.1f} s")
         log(f"{len(todo)} of {len(archive)} videos to run ({skipped} done before) on {_describe_address(cfg.address)}, "
             f"{slots} at a time, {cfg.cpus_per_task:g} CPU and {cfg.gpus_per_task:g} GPU each")
         task = ray.remote(process_video).options(
