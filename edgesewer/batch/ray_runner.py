@@ -14,6 +14,7 @@ every node mounts at the same path, and edgesewer installed on every node).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -295,13 +296,13 @@ def run_batch(
             num_cpus=cfg.cpus_per_task, num_gpus=cfg.gpus_per_task, max_retries=cfg.retries, retry_exceptions=False
         )
         job_ref = ray.put(job)
-        queue, in_flight = list(todo), {}
+        queue, in_flight = collections.deque(todo), {}
         saver = _Saver(manifest)
         with _Progress(len(todo), progress, console) as bar:
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < slots:
-                        key = queue.pop(0)
+                        key = queue.popleft()
                         entry = manifest.videos[key]
                         manifest.mark_running(key)
                         in_flight[task.remote(key, entry.name, str(out), job_ref)] = key
