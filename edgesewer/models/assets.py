@@ -8,8 +8,9 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 
-# ViT-T/16 at 64 px (fp16 state dict, timm key names, no head), pretrained on synthetic sewer stills;
-# `vit-t-dino` fine-tunes from it in the demo (`model.backbone_ckpt`). How it was made: its .md.
+# ViT-T/16 at 64 px (fp16 state dict, timm key names, no head), pretrained on synthetic sewer stills, for
+# `vit-t-dino` to fine-tune from in the demo (`model.backbone_ckpt`). Not shipped yet: a CPU cannot make a useful
+# one (train/README.md); `benchmarks/synth_backbone.sh` makes it in minutes on a GPU.
 SYNTH_BACKBONE = ASSETS_DIR / "vit-t-synth64.backbone.pt"
 
 
