@@ -172,3 +172,13 @@ def test_mef_switch_flows_from_the_recipe_into_the_checkpoint_kwargs():
     assert arch_kw["mef_local"] is False and cfg.extra["mef_local"] is False
     rebuilt = create_model("sfr-net-tiny", **arch_kw)  # what export does with a checkpoint's model_kwargs
     rebuilt.load_state_dict(model.state_dict())
+
+
+def test_recipe_sets_one_factory_argument_from_the_command_line():
+    from edgesewer.train.recipe import load_recipe
+
+    recipe = load_recipe("sfr-net", overrides=["model.kwargs.mef_local=false",
+                                               "model.kwargs.class_texts=SFR-Net/datasets/text/sewerml_de.txt"])
+    assert recipe.model.pretrained is True  # the shipped recipe trains on CLIP's weights
+    assert recipe.model.kwargs == {"mef_local": False, "graph_threshold": 0.85,
+                                   "class_texts": "SFR-Net/datasets/text/sewerml_de.txt"}
