@@ -51,3 +51,27 @@ def test_frame_step_takes_every_kth_frame(video):
 def test_frame_stack_dataset_reads_t_frames(video):
     x, y = ClipFramesDataset(video, 8, (0.0,) * 3, (1.0,) * 3, frames=16)[0]
     assert tuple(x.shape) == (16, 3, 8, 8) and y.tolist() == [1.0, 0.0]
+
+
+def test_video_swin_recipe_builds_a_frame_stack_run(video):
+    """`edgesewer video train --model video-swin3d-b`: T-frame stacks from the whole video, checkpointing on."""
+    from edgesewer.train.video import build_datasets, build_video_model, load_video_recipe
+
+    recipe, section = load_video_recipe(model="video-swin3d-b", overrides=["model.pretrained=false", "video.frames=4",
+                                                                           "video.tile=32"])
+    with torch.device("meta"):
+        model, cfg, arch_kw, tile = build_video_model(recipe, section, video.classes)
+    assert model.grad_checkpointing and cfg.extra["video_kind"] == "clip" and cfg.input_shape == (4, 3, 32, 32)
+    assert arch_kw == {"classes": ["RB", "ZC"], "img_size": 32, "frames": 4, "drop_path_rate": 0.2} and tile == 32
+    train_set, val_set = build_datasets(video, video, section, cfg, tile)
+    assert tuple(val_set[0][0].shape) == tuple(train_set[0][0].shape) == (4, 3, 32, 32)
+
+
+def test_report_superimage_recipe_builds_with_checkpointing():
+    from edgesewer.train.video import build_video_model, load_video_recipe
+
+    recipe, section = load_video_recipe(model="superimage-tresnet-xl", overrides=["model.pretrained=false"])
+    with torch.device("meta"):
+        model, cfg, _, tile = build_video_model(recipe, section, ("RB", "ZC"))
+    assert model.grad_checkpointing and cfg.input_size == 1344 and tile == 448
+    assert cfg.extra["head"] == "ml_decoder" and cfg.extra["video_kind"] == "superimage"
