@@ -162,3 +162,15 @@ def test_video_swin_onnx_parity(tmp_path):
     cfg = model.cfg
     assert cfg.input_shape == (4, 3, 64, 64) and cfg.extra["ensemble_weight"] == 0.1
     assert _parity(tmp_path, model, cfg) < 1e-3
+
+
+def test_export_inputs_of_video_swin_are_frame_stacks():
+    """Calibration/parity inputs of the export stage: T copies of each still, [N, T, 3, S, S]."""
+    from edgesewer.export.calibrate import input_preparer
+    from edgesewer.models.videoswin import swin3d_cfg
+
+    cfg = swin3d_cfg(size=32, frames=4)
+    images = [np.full((40, 50, 3), v, np.uint8) for v in (0, 255)]
+    x = input_preparer(cfg)(images)
+    assert x.shape == (2, 4, 3, 32, 32) and x.dtype == np.float32
+    assert (x[:, 1:] == x[:, :1]).all() and x[1].mean() > x[0].mean()
