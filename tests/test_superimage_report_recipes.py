@@ -79,3 +79,22 @@ def test_fixed_weights_keep_swin_at_a_tenth():
     noise = [rng.random((40, 3)) for _ in range(2)]
     w, _ = fit_ensemble_weights([noise[0], good, noise[1]], targets, step=0.1, fixed={2: 0.1})
     assert w[2] == pytest.approx(0.1) and w.sum() == pytest.approx(1.0) and w[1] == pytest.approx(0.9)
+
+
+def test_ensemble_cli_fixes_swin_at_a_tenth(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgesewer.cli.video import app
+    from edgesewer.data.video import read_results, write_results
+
+    names = ["a.mp4", "b.mp4"]
+    paths = []
+    for i, value in enumerate((0.2, 0.4, 0.9)):
+        paths.append(write_results(tmp_path / f"m{i}.json", names, np.full((2, 17), value)))
+    out = tmp_path / "ens.json"
+    result = CliRunner().invoke(app, ["ensemble", *map(str, paths), "--fixed", "3=0.1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "weights 0.450, 0.450, 0.100" in result.output
+    assert read_results(out)["a.mp4"][0] == pytest.approx(0.45 * 0.2 + 0.45 * 0.4 + 0.1 * 0.9)
+    bad = CliRunner().invoke(app, ["ensemble", *map(str, paths), "--fixed", "3=x", "--out", str(out)])
+    assert bad.exit_code != 0 and "expected N=W" in bad.output
