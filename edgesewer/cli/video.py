@@ -156,6 +156,9 @@ def predict(weights: Annotated[Path, typer.Option("--weights", help="best.pt of 
             videos: Annotated[Optional[Path], typer.Option(help="Or: a folder of .mp4 videos.")] = None,
             video_dir: VideoDirOpt = None, batch: int = 8, device: str = "cpu", workers: int = 0,
             aggregate: Annotated[Optional[str], typer.Option(help="Frame models: mean, max or median.")] = None,
+            frames: Annotated[Optional[str], typer.Option(
+                help="Frame models: 'all' classifies every frame of each video (the report's frame baseline), "
+                     "'sampled' the 9 of the super-image (default: as trained).")] = None,
             trust_checkpoint: TrustCheckpointOpt = False) -> None:
     """Score videos with a trained model (results in the VideoPipe submission format)."""
     from edgesewer.data.video import read_labels, write_results
@@ -168,7 +171,9 @@ def predict(weights: Annotated[Path, typer.Option("--weights", help="best.pt of 
         raise DataError("give --labels FILE or --videos DIR")
     target = read_labels(labels, cfg.classes, video_dir) if labels else _unlabelled(videos, classes)
     with checkpoint_trust(trust_checkpoint):
-        scores = predict_checkpoint(weights, target, batch, device, aggregate, workers)
+        if frames not in (None, "all", "sampled"):
+            raise DataError(f"--frames {frames}: give all or sampled")
+        scores = predict_checkpoint(weights, target, batch, device, aggregate, workers, eval_frames=frames)
     typer.echo(f"wrote {write_results(out, target.names, scores)} ({len(target)} videos)")
 
 
