@@ -56,6 +56,17 @@ def model_kwargs_from_recipe(recipe: Recipe) -> dict[str, Any]:
     return kw
 
 
+def enable_grad_checkpointing(model: nn.Module, recipe: Recipe) -> None:
+    """`model.grad_checkpointing: true`: switch on the model's activation checkpointing, or say it has none."""
+    if not recipe.model.grad_checkpointing:
+        return
+    switch = getattr(model, "set_grad_checkpointing", None)
+    if switch is None:
+        raise DataError(f"{recipe.source}: model.grad_checkpointing: {recipe.model.name} has no gradient "
+                        "checkpointing (timm models and video-swin3d-b do); set it to false")
+    switch(True)
+
+
 def build_model(recipe: Recipe) -> tuple[nn.Module, ModelCfg, dict[str, Any]]:
     """(model, its ModelCfg with the recipe's normalisation, architecture kwargs)."""
     from edgesewer.models import create_model
@@ -69,6 +80,7 @@ def build_model(recipe: Recipe) -> tuple[nn.Module, ModelCfg, dict[str, Any]]:
     if recipe.model.backbone_ckpt:
         weights_kw["backbone_ckpt"] = recipe.model.backbone_ckpt
     model = create_model(recipe.model.name, **arch_kw, **weights_kw)
+    enable_grad_checkpointing(model, recipe)
     cfg: ModelCfg = model.cfg
     norm = recipe.data.normalization
     stats = {"sewerml": (SEWERML_MEAN, SEWERML_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
