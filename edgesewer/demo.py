@@ -93,6 +93,19 @@ DEMO_VIT_OPTIM = ["optim.schedule=cosine", "optim.warmup_epochs=1", "optim.lr=1e
                   "augment.erasing=0", "augment.rotation=0", "augment.equalize=0"]
 
 
+def _distance_mode(log: Callable[[str], None]) -> str:
+    """`ocr` (metres read off the video's burnt-in counter) where Tesseract is installed, else `none`."""
+    from edgesewer.errors import EdgesewerError
+    from edgesewer.runtime.distance_ocr import require_tesseract
+
+    try:
+        require_tesseract()
+    except EdgesewerError as exc:
+        log(f"[yellow]the report locates defects by video time only: {exc}")
+        return "none"
+    return "ocr"
+
+
 def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None = None,
              log: Callable[[str], None] | None = None) -> DemoResult:
     """Run the five steps into `out`; returns where everything went."""
@@ -159,9 +172,11 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
 
     steps.start(4, "run", "run: live runtime on an inspection video (vit-t-dino int8-cpu + scnet fp32)")
     run_dir = out / "inspection"
+    distance = _distance_mode(log)
     summary = run_inspection(str(video), artifacts["vit-t-dino.int8-cpu"], artifacts["scnet.fp32"],
                              options=RunOptions(output=f"file://{run_dir / 'annotated.mp4'}", headless=True,
-                                                events=run_dir / "events.jsonl", report=run_dir, live_status=False))
+                                                events=run_dir / "events.jsonl", report=run_dir, live_status=False,
+                                                distance=distance))
     score = score_report(summary.report, video.with_suffix(".json"))
     segment_line = (f"defect segments vs the test video's ground truth: {score.matched} of {score.truth} found, "
                     f"{score.predicted} reported (recall {score.recall:.2f}, precision {score.precision:.2f}, "
@@ -183,6 +198,7 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
     console.print(f"  steps: {steps.summary()}", highlight=False)
     console.print(f"  benchmark table   {bench_dir / 'benchmark.md'}  (plot: {bench_dir / 'accuracy_vs_fps.png'})")
     console.print(f"  events            {run_dir / 'events.jsonl'}")
+    console.print(f"  observation list  {run_dir / 'observations.csv'}  (EN 13508-2 shape; distance: {distance})")
     # What a user opens first goes last, beside the score it earned.
     console.print(f"  {segment_line}", highlight=False)
     console.print(f"  annotated video   {run_dir / 'annotated.mp4'}")

@@ -47,5 +47,13 @@ class ModelCfg:
                 kw[key] = tuple(kw[key])
         return cls(**kw)
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's input shape: (C, S, S), or (T, C, S, S) for frame-stack video models (Video Swin)."""
+        image = (self.in_chans, self.input_size, self.input_size)
+        if self.extra.get("input_layout") == "BTCHW":
+            return (int(self.extra["frames"]), *image)
+        return image
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

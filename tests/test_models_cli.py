@@ -28,14 +28,30 @@ def test_models_json_lists_names_tasks_sizes_and_params():
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert {"vit-t", "vit-s", "vit-t-dino", "vit-s-dino", "q2l-r101", "ma-q2l-r101"} <= set(rows)
     assert rows["vit-t"] == {"name": "vit-t", "task": "classify", "input_size": 224, "params": 5_527_697,
-                             "status": "ready"}
+                             "params_without_attention": None, "edge": True, "status": "ready"}
     assert rows["vit-s-dino"]["params"] == 21_672_209
     assert rows["q2l-r101"]["params"] == 193_543_377
     assert rows["ma-q2l-r101"]["input_size"] == 448 and rows["ma-q2l-r101"]["params"] == 227_157_201
     assert all(isinstance(row["params"], int) for row in rows.values())
 
 
+def test_ma_q2l_is_counted_both_ways_and_big_models_are_not_edge_sized():
+    """The MA-Q2L paper's 143M leaves out the attention modules (1 encoder self-attention, 2 decoder
+    cross-attentions, 2 label self-attentions: 5 x 16.78M); Q2L without them is 143.19M."""
+    result = CliRunner().invoke(_app(), ["models", "--json"])
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["ma-q2l-r101"]["params_without_attention"] == 143_230_161
+    assert rows["q2l-r101"]["params_without_attention"] == 143_187_153
+    assert not rows["ma-q2l-r101"]["edge"] and rows["vit-s"]["edge"]
+    assert rows["superimage-efficientnet-b0"]["edge"] and rows["superimage-resnet18"]["edge"]
+    for name in ("superimage-tresnet-xl", "superimage-nfnet-f6", "superimage-efficientnet-l2", "video-swin3d-b"):
+        assert rows[name]["edge"] is False and rows[name]["params_without_attention"] is None
+    assert rows["superimage-efficientnet-l2"]["params"] == 474_897_893
+
+
 def test_models_table():
     result = CliRunner().invoke(_app(), ["models"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "ma-q2l-r101" in result.stdout and "227.16M" in result.stdout and "5.53M" in result.stdout
+    wide = CliRunner().invoke(_app(), ["models"], env={"COLUMNS": "220"})
+    assert "143.23M w/o attention" in wide.stdout and "edge: at most 30M parameters" in wide.stdout

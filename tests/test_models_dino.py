@@ -154,6 +154,34 @@ def test_two_global_views():
         TwoGlobalViews()(np.zeros((8, 8), np.uint8))
 
 
+def test_equalisation_and_solarisation_fire_independently_with_p_0_3():
+    """The paper applies each with p 0.3 (not one or the other): ~30 % each, ~9 % both."""
+
+    class Spy(torch.nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.op, self.hits = op, []
+
+        def forward(self, x):
+            self.hits.append(self.view)
+            return self.op(x)
+
+    torch.manual_seed(0)
+    views = TwoGlobalViews(size=16)
+    steps = list(views.transform.transforms)
+    assert views.equalize in steps and views.solarize in steps  # two separate steps of the pipeline
+    equalize, solarize = Spy(views.equalize.transforms[0]), Spy(views.solarize.transforms[0])
+    views.equalize.transforms[0], views.solarize.transforms[0] = equalize, solarize
+    image = torch.from_numpy((np.random.default_rng(0).random((3, 8, 8)) * 255).astype(np.uint8))
+    n = 2000
+    for i in range(n):  # the two steps as the pipeline runs them, one view at a time
+        equalize.view = solarize.view = i
+        views.solarize(views.equalize(image))
+    eq, so = set(equalize.hits), set(solarize.hits)
+    assert abs(len(eq) / n - 0.3) < 0.03 and abs(len(so) / n - 0.3) < 0.03
+    assert abs(len(eq & so) / n - 0.09) < 0.025  # independent: 0.3 x 0.3
+
+
 def test_rankme_known_rank():
     rng = np.random.default_rng(0)
     u, _ = np.linalg.qr(rng.standard_normal((200, 5)))

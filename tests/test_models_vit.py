@@ -114,3 +114,46 @@ def test_onnx_export_matches_pytorch(tmp_path):
         torch_logits = model(x3).numpy()
     assert onnx_logits.shape == (3, 17)
     assert float(np.abs(onnx_logits - torch_logits).max()) < 1e-3
+
+
+def test_mimetic_init_makes_attention_look_trained():
+    """Trockman & Kolter's mimetic start: per head W_q W_k^T leans to +I, per layer W_v W_proj to -0.4 I."""
+    plain = create_model("vit-t", img_size=64)
+    mim = create_model("vit-t", img_size=64, attn_init="mimetic")
+    d, hd = 192, 64
+    for model, qk_diag, vo_diag in ((plain, (-0.01, 0.01), (-0.01, 0.01)), (mim, (0.3, 0.5), (-0.45, -0.35))):
+        for block in (model.blocks[0], model.blocks[11]):
+            w = block.attn.qkv.weight
+            qk = w[:hd].T @ w[d:d + hd]  # head 0: x W_q^T (x W_k^T)^T = x (W_q^T W_k) x^T
+            vo = w[2 * d:].T @ block.attn.proj.weight.T
+            assert qk_diag[0] < qk.diag().mean().item() < qk_diag[1]
+            assert vo_diag[0] < vo.diag().mean().item() < vo_diag[1]
+            off = vo - torch.diag(vo.diag())
+            assert off.abs().mean().item() < 0.05  # Z/sqrt(d) noise, not a second identity
+    assert mim(torch.randn(2, 3, 64, 64)).shape == (2, 17)
+    with pytest.raises(ValueError, match="attn_init"):
+        create_model("vit-t", img_size=64, attn_init="xavier")
+
+
+def test_backbone_asset_round_trip(tmp_path):
+    """write_backbone_asset keeps a trained vit-t's backbone in fp16 without its head; vit-t-dino loads it
+    through backbone_ckpt (the demo's path) with every backbone weight within fp16 rounding."""
+    from edgesewer.models.assets import write_backbone_asset
+
+    trained = create_model("vit-t", img_size=64, attn_init="mimetic")
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": trained.state_dict(), "model_cfg": {"name": "vit-t", "input_size": 64,
+                                                              "extra": {"validation": {"mAP": 0.3}}}}, ckpt)
+    asset = write_backbone_asset(ckpt, tmp_path / "backbone.pt", note={"seed": 0})
+    stored = torch.load(asset, weights_only=True)
+    assert stored["meta"]["validation"] == {"mAP": 0.3} and stored["meta"]["seed"] == 0
+    assert all(v.dtype == torch.float16 for v in stored["model"].values())
+    assert not any(k.startswith("head.") for k in stored["model"])
+    tuned = create_model("vit-t-dino", img_size=64, backbone_ckpt=asset)
+    own = tuned.state_dict()
+    for key, value in trained.state_dict().items():
+        if key.startswith("head."):
+            continue
+        assert torch.allclose(own[key], value, rtol=1e-3, atol=1e-4), key
+    with pytest.raises(ValueError, match="overwrite"):
+        write_backbone_asset(ckpt, ckpt)

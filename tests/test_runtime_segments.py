@@ -73,11 +73,14 @@ def test_crack_segments_carry_the_largest_crack():
     tracker = SegmentTracker(max_gap=0, min_frames=1)
     for i, (area, length) in enumerate([(0, 0), (120.0, 30.0), (300.0, 55.0), (80.0, 20.0), (0, 0)]):
         crack = CrackResult(np.zeros((4, 4), np.uint8), area, area / 3072, length, int(area > 0), 0.8 if area else 0.0)
-        tracker.update(frame(i, rb=0.9 if area else None, crack=crack))
+        tracker.update(frame(i, rb=0.9 if area else None, ob=0.9 if area else None, crack=crack))
     by_code = {s.code: s for s in tracker.finish()}
-    assert set(by_code) == {"RB", CRACK_CODE}
-    for s in by_code.values():
+    assert set(by_code) == {"RB", "OB", CRACK_CODE}
+    for code in ("RB", CRACK_CODE):
+        s = by_code[code]
         assert (s.start_frame, s.end_frame, s.crack_area_px, s.crack_length_px) == (1, 3, 300.0, 55.0)
+    # a root mass in the same frames is not measured by the crack beside it
+    assert (by_code["OB"].crack_area_px, by_code["OB"].crack_length_px) == (None, None)
     assert by_code[CRACK_CODE].ciw == 1.0 and by_code[CRACK_CODE].peak_score == pytest.approx(0.8)
 
 

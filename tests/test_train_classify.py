@@ -1,5 +1,5 @@
 """The classification task: threshold tuning by hand, data subsets, and tiny end-to-end runs of
-fine-tuning, linear probing, hybrid training and DINO pretraining -> fine-tuning (ViT-T at 32 px)."""
+fine-tuning, linear probing, and DINO / hybrid pretraining -> fine-tuning (ViT-T at 32 px)."""
 
 import json
 from pathlib import Path
@@ -138,14 +138,44 @@ def test_finetune_run_writes_a_deployable_checkpoint(sewer, tmp_path):
     assert evaluate_sewerml(scores, targets)["F2_CIW"] == pytest.approx(result.best_metrics["F2_CIW"], abs=1e-6)
 
 
-def test_hybrid_run_saves_a_plain_classifier(sewer, tmp_path):
-    recipe = load_recipe("vit-t", overrides=TINY + ["train.epochs=1", "train.mode=hybrid", "dino.out_dim=64",
-                                                    "train.tune_thresholds=false"])
-    result = train_classifier(recipe, sewer, out=tmp_path / "hybrid")
-    model, cfg = load_classifier(result.run_dir / "best.pt")  # loads strictly into a plain vit-t
-    assert cfg.extra["train_mode"] == "hybrid" and cfg.thresholds is None
-    last = load_checkpoint(result.run_dir / "last.pt")
-    assert "dino_loss.center" in last["model"] and "dino.teacher.head.mlp.0.weight" in last["model"]
+def test_hybrid_pretraining_tracks_rankme_and_feeds_finetuning(sewer, tmp_path):
+    """Hybrid (DINO + supervised) is a pretraining stage: RankMe as for DINO, backbone.pt for fine-tuning."""
+    from edgesewer.models import create_model
+    from edgesewer.train.dino_pretrain import pretrain_dino
+
+    recipe = load_recipe("vit-t-dino", stage="pretrain", overrides=TINY + [
+        "train.epochs=1", "dino.out_dim=64", "dino.warmup_epochs=0", "dino.mode=hybrid"])
+    result = pretrain_dino(recipe, sewer, out=tmp_path / "hybrid")
+    assert result.best_metrics["rankme"] > 1.0
+    record = json.loads((tmp_path / "hybrid" / "results.jsonl").read_text())
+    assert {"val/rankme", "val/rankme_student", "train_loss"} <= set(record)
+    last = load_checkpoint(tmp_path / "hybrid" / "last.pt")
+    assert last["model"]["classifier.weight"].shape == (17, 192) and "dino_loss.center" in last["model"]
+    assert last["model_cfg"]["extra"]["pretrain_mode"] == "hybrid"
+    backbone = torch.load(tmp_path / "hybrid" / "backbone.pt", weights_only=False)
+    assert backbone["mode"] == "hybrid"
+    model = create_model("vit-t-dino", img_size=32, backbone_ckpt=tmp_path / "hybrid" / "backbone.pt")
+    assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], backbone["teacher"]["blocks.0.attn.qkv.weight"])
+    # The old in-fine-tuning hybrid says where it went.
+    with pytest.raises(DataError, match=r"pretraining stage now: `edgesewer pretrain vit-t-dino --mode hybrid"):
+        train_classifier(load_recipe("vit-t", overrides=TINY + ["train.mode=hybrid"]), sewer, out=tmp_path / "x")
+
+
+def test_hybrid_loss_is_dino_plus_weighted_supervised():
+    from edgesewer.train.hybrid import HybridLoss
+
+    class FakeDino(torch.nn.Module):
+        def forward(self, student, teacher, epoch):
+            return (student - teacher).pow(2).mean() + epoch
+
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    logits, targets = torch.randn(4, 17), (torch.rand(2, 17) < 0.3).float()
+    loss = HybridLoss(FakeDino(), torch.nn.BCEWithLogitsLoss(), weight=0.5)
+    loss.epoch = 2
+    value = loss({"student": student, "teacher": teacher, "logits": logits}, targets)
+    expected = (student - teacher).pow(2).mean() + 2 + 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, targets.repeat(2, 1))  # both views carry the image's labels
+    torch.testing.assert_close(value, expected)
 
 
 def test_dino_pretraining_feeds_finetuning(sewer, tmp_path):

@@ -138,6 +138,24 @@ def test_tiny_frame_model_run(colour_clips, tmp_path):
     np.testing.assert_allclose(again, result.val_scores, atol=1e-5)
 
 
+def test_tiny_frame_model_evaluated_on_all_frames(colour_clips, tmp_path):
+    """The report's frame baseline: validation (and re-prediction) classify every frame of each video."""
+    from edgesewer.train.video import predict_all_frames
+
+    labels = read_labels(colour_clips)
+    overrides = TINY + ["video.frame_model=timm:resnet18", "video.eval_frames=all", "video.frame_step=2"]
+    recipe, video = load_video_recipe(model="superimage-resnet18", overrides=overrides)
+    train, val = split_train_val(labels, video)
+    result = train_video(recipe, video, train, val, out=tmp_path / "run")
+    model, cfg, aggregate = load_video_checkpoint(tmp_path / "run" / "best.pt")
+    assert cfg.extra["eval_frames"] == "all" and cfg.extra["frame_step"] == 2 and aggregate == "mean"
+    direct = predict_all_frames(model, val, cfg.input_size, cfg.mean, cfg.std, torch.device("cpu"), "mean", step=2)
+    np.testing.assert_allclose(result.val_scores, direct, atol=1e-5)
+    np.testing.assert_allclose(predict_checkpoint(tmp_path / "run" / "best.pt", val), direct, atol=1e-5)
+    sampled = predict_checkpoint(tmp_path / "run" / "best.pt", val, eval_frames="sampled")
+    assert sampled.shape == direct.shape
+
+
 def test_tiny_superimage_run_through_the_cli(colour_clips, tmp_path):
     """`edgesewer video train`, then `predict` and `eval` on its checkpoint."""
     from typer.testing import CliRunner

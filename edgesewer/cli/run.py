@@ -32,9 +32,12 @@ def run_command(
         typer.Option("--clip-model", help="video-level (super-image) artifact, run over a sliding window of frames"),
     ] = None,
     clip_span: Annotated[
-        Optional[float],
+        Optional[str],
         typer.Option(
-            "--clip-span", metavar="SECONDS", help="seconds of video per clip window (default: the model's clip_seconds)"
+            "--clip-span",
+            metavar="SECONDS|whole",
+            help="seconds of video per clip window (default: the model's clip_seconds); 'whole' (or 0): one window "
+            "over the whole video file, the way the super-image models were trained (archive footage)",
         ),
     ] = None,
     clip_stride: Annotated[
@@ -120,6 +123,7 @@ def run_command(
     """
     from rich.console import Console
 
+    from edgesewer.runtime.clip import parse_span
     from edgesewer.runtime.pipeline import RunOptions
     from edgesewer.runtime.runner import run_inspection
 
@@ -157,7 +161,7 @@ def run_command(
         stall_timeout=stall_timeout,
         options=options,
         clip_model=clip_model,
-        clip_span_s=clip_span,
+        clip_span_s=parse_span(clip_span),
         clip_stride_s=clip_stride,
     )
     stats = summary.stats

@@ -29,13 +29,18 @@ OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (defau
 MinutesOpt = Annotated[Optional[float], typer.Option("--max-minutes", help="Stop, evaluate and save after M minutes.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (train.device).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes (data.num_workers).")]
+TrainCsvOpt = Annotated[Optional[Path], typer.Option(
+    "--train-csv", help="Training rows from this CSV (e.g. MA-Q2L's SewerML_Train_sub_0.0625.csv; data.train_csv).")]
+ValCsvOpt = Annotated[Optional[Path], typer.Option(
+    "--val-csv", help="Validation rows from this CSV (e.g. SewerML_Val_sub_0.0625.csv; data.val_csv).")]
 
 
 def _overrides(sets: list[str] | None, **shortcuts: object) -> list[str]:
     """Shortcut options as --set strings (they win over the recipe; explicit --set wins over them)."""
     keys = {"epochs": "train.epochs", "batch": "train.batch_size", "imgsz": "model.img_size",
             "max_minutes": "train.max_minutes", "device": "train.device", "workers": "data.num_workers",
-            "backbone": "model.backbone_ckpt", "fraction": "data.fraction", "mode": "train.mode"}
+            "backbone": "model.backbone_ckpt", "fraction": "data.fraction", "mode": "train.mode",
+            "pretrain_mode": "dino.mode", "train_csv": "data.train_csv", "val_csv": "data.val_csv"}
     out = [f"{keys[name]}={value}" for name, value in shortcuts.items() if value is not None]
     return out + list(sets or [])
 
@@ -93,7 +98,9 @@ def train_command(
     max_minutes: MinutesOpt = None, device: DeviceOpt = None, workers: WorkersOpt = None,
     backbone: Annotated[Optional[Path], typer.Option("--backbone", help="DINO backbone.pt to fine-tune from.")] = None,
     fraction: Annotated[Optional[float], typer.Option("--fraction", help="Share of training rows (0-1].")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="finetune, linear_probe or hybrid.")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="finetune or linear_probe (hybrid: `edgesewer "
+                                                                 "pretrain MODEL --mode hybrid`).")] = None,
+    train_csv: TrainCsvOpt = None, val_csv: ValCsvOpt = None,
     trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
     """Train a model on a Sewer-ML folder (classifiers, sfr-net) or a crack dataset (scnet).
@@ -106,7 +113,8 @@ def train_command(
     task = _check_inputs(model, data)
     run = _trainer_for(task, model)
     sets = _overrides(set_, epochs=epochs, batch=batch, imgsz=imgsz, max_minutes=max_minutes, device=device,
-                      workers=workers, backbone=backbone, fraction=fraction, mode=mode)
+                      workers=workers, backbone=backbone, fraction=fraction, mode=mode, train_csv=train_csv,
+                      val_csv=val_csv)
     resolved = load_recipe(model, recipe, sets, stage="train")
     try:
         with checkpoint_trust(trust_checkpoint):
@@ -122,16 +130,23 @@ def pretrain_command(
     data: Annotated[Path, typer.Option("--data", help="Sewer-ML folder or a folder of unlabelled images.")],
     recipe: RecipeOpt = None, epochs: EpochsOpt = None, batch: BatchOpt = None, imgsz: ImgszOpt = None,
     set_: SetOpt = None, resume: ResumeOpt = None, out: OutOpt = None, max_minutes: MinutesOpt = None,
-    device: DeviceOpt = None, workers: WorkersOpt = None, trust_checkpoint: TrustCheckpointOpt = False,
+    device: DeviceOpt = None, workers: WorkersOpt = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="dino (unlabelled images) or hybrid (DINO + "
+                                                                 "supervised loss on a labelled Sewer-ML folder).")] = None,
+    train_csv: TrainCsvOpt = None, val_csv: ValCsvOpt = None,
+    trust_checkpoint: TrustCheckpointOpt = False,
 ) -> None:
-    """DINO self-supervised pretraining of a ViT backbone (recipe from train/<model>.pretrain.yaml)."""
+    """DINO (or hybrid DINO + supervised) pretraining of a ViT backbone (recipe: train/<model>.pretrain.yaml).
+
+    Both modes track RankMe of the teacher's embeddings and write backbone.pt for `edgesewer train --backbone`.
+    """
     from edgesewer.train.dino_pretrain import pretrain_dino
     from edgesewer.train.distributed import cleanup_distributed
     from edgesewer.train.recipe import load_recipe
 
     _check_inputs(model, data)
     sets = _overrides(set_, epochs=epochs, batch=batch, imgsz=imgsz, max_minutes=max_minutes, device=device,
-                      workers=workers)
+                      workers=workers, pretrain_mode=mode, train_csv=train_csv, val_csv=val_csv)
     resolved = load_recipe(model, recipe, sets, stage="pretrain")
     try:
         with checkpoint_trust(trust_checkpoint):

@@ -156,6 +156,9 @@ def predict(weights: Annotated[Path, typer.Option("--weights", help="best.pt of 
             videos: Annotated[Optional[Path], typer.Option(help="Or: a folder of .mp4 videos.")] = None,
             video_dir: VideoDirOpt = None, batch: int = 8, device: str = "cpu", workers: int = 0,
             aggregate: Annotated[Optional[str], typer.Option(help="Frame models: mean, max or median.")] = None,
+            frames: Annotated[Optional[str], typer.Option(
+                help="Frame models: 'all' classifies every frame of each video (the report's frame baseline), "
+                     "'sampled' the 9 of the super-image (default: as trained).")] = None,
             trust_checkpoint: TrustCheckpointOpt = False) -> None:
     """Score videos with a trained model (results in the VideoPipe submission format)."""
     from edgesewer.data.video import read_labels, write_results
@@ -168,7 +171,9 @@ def predict(weights: Annotated[Path, typer.Option("--weights", help="best.pt of 
         raise DataError("give --labels FILE or --videos DIR")
     target = read_labels(labels, cfg.classes, video_dir) if labels else _unlabelled(videos, classes)
     with checkpoint_trust(trust_checkpoint):
-        scores = predict_checkpoint(weights, target, batch, device, aggregate, workers)
+        if frames not in (None, "all", "sampled"):
+            raise DataError(f"--frames {frames}: give all or sampled")
+        scores = predict_checkpoint(weights, target, batch, device, aggregate, workers, eval_frames=frames)
     typer.echo(f"wrote {write_results(out, target.names, scores)} ({len(target)} videos)")
 
 
@@ -178,18 +183,39 @@ def ensemble(results: Annotated[list[Path], typer.Argument(help="Results JSONs o
              out: Annotated[Path, typer.Option("--out")],
              weights: Annotated[Optional[str], typer.Option(help="Comma-separated weights (default: equal).")] = None,
              fit_gt: Annotated[Optional[Path], typer.Option(help="Fit weights on these labels (OOF results).")] = None,
-             classes: ClassesOpt = "videopipe", step: float = 0.1) -> None:
+             classes: ClassesOpt = "videopipe", step: float = 0.1,
+             fixed: Annotated[Optional[str], typer.Option(
+                 help="Fix some weights, the rest shared (equally, or fitted with --fit-gt): 'N=W' with N the "
+                      "1-based position of a results file, e.g. '6=0.1' for Video Swin-B as in the VideoPipe "
+                      "report (train/videopipe-ensemble.yaml).")] = None) -> None:
     """Average folds, or blend models with given or fitted (best OOF mAP) weights."""
     from edgesewer.data.video import align_results, class_set, read_labels, read_results, write_results
-    from edgesewer.train.video_folds import fit_ensemble_weights, weighted_ensemble
+    from edgesewer.errors import DataError
+    from edgesewer.train.video_folds import fit_ensemble_weights, weighted_ensemble, with_fixed_weights
 
     loaded = [read_results(p, len(class_set(classes))) for p in results]
     w = [float(x) for x in weights.split(",")] if weights else None
+    pinned: dict[int, float] = {}
+    for item in (fixed or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        pos, _, value = item.partition("=")
+        try:
+            pinned[int(pos) - 1] = float(value)
+        except ValueError:
+            raise DataError(f"--fixed {item}: expected N=W, e.g. 6=0.1") from None
+    if pinned and w is not None:
+        raise DataError("--fixed and --weights both set weights: give one")
+    if pinned and fit_gt is None:
+        w = list(with_fixed_weights(len(loaded), pinned))
     if fit_gt is not None:
         gt = read_labels(fit_gt, classes)
-        w, value = fit_ensemble_weights([align_results(gt, r, p) for r, p in zip(loaded, results)], gt.targets, step)
+        w, value = fit_ensemble_weights([align_results(gt, r, p) for r, p in zip(loaded, results)], gt.targets, step,
+                                        fixed=pinned)
         typer.echo(f"fitted weights {', '.join(f'{x:.2f}' for x in w)}: mAP {100 * value:.3f} on {fit_gt}")
     blended = weighted_ensemble(loaded, w, [str(p) for p in results])
+    if w is not None:
+        typer.echo(f"weights {', '.join(f'{x:.3f}' for x in w)}")
     typer.echo(f"wrote {write_results(out, list(blended), [blended[n] for n in blended])}")
 
 
@@ -215,14 +241,17 @@ def evaluate(results: Annotated[Path, typer.Option("--results")], gt: Annotated[
 @one_line_errors
 def clip(clip_model: Annotated[Path, typer.Option("--clip-model", help="Exported video model (.onnx/.engine + sidecar).")],
          source: Annotated[str, typer.Option("--source", help="Video file.")],
-         span: Annotated[Optional[float], typer.Option(help="Seconds the 9 frames spread over (default: sidecar).")] = None,
+         span: Annotated[Optional[str], typer.Option(
+             help="Seconds the 9 frames spread over (default: sidecar); 'whole' or 0: the whole file, as trained.")
+         ] = None,
          stride: Annotated[Optional[float], typer.Option(help="Seconds between windows (default: span / 2).")] = None,
          backend: Optional[str] = None,
          json_out: Annotated[Optional[Path], typer.Option("--json", help="Write windows and segments here.")] = None) -> None:
     """Clip mode on a video file (torch-free): sliding-window predictions and clip-level defect segments."""
-    from edgesewer.runtime.clip import classify_video
+    from edgesewer.runtime.clip import classify_video, parse_span
 
-    predictions, segments = classify_video(clip_model, source, span_s=span, stride_s=stride, backend=backend)
+    predictions, segments = classify_video(clip_model, source, span_s=parse_span(span), stride_s=stride,
+                                           backend=backend)
     for s in segments:
         typer.echo(f"{s.code:<3} {s.start_time:7.1f}-{s.end_time:7.1f} s  frames {s.start_frame}-{s.end_frame}  "
                    f"peak {s.peak_score:.2f}  {s.description}")

@@ -287,6 +287,55 @@ def load_split(
 
 # -------------------------------------------------------------------------------------------- subsets
 
+def find_subset_csv(root: str | Path, name: str | Path) -> Path | None:
+    """A subset CSV as named (absolute, or relative to the working folder), else inside `root`; None if absent.
+
+    Subset files list rows of a full split (e.g. MA-Q2L's released `SewerML_Train_sub_0.0625.csv`):
+    the same columns as `SewerML_Train.csv`, the images staying in the full set's image folder.
+    """
+    name = Path(name).expanduser()
+    root = Path(root)
+    folder = root.parent if root.is_file() else root
+    for candidate in (name, folder / name, folder / name.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def image_folder(root: str | Path) -> Path:
+    """Where `load_split` looks for a folder's images: `<root>/images/` if it exists, else `root`."""
+    root = Path(root)
+    folder = root.parent if root.is_file() else root
+    return folder / "images" if (folder / "images").is_dir() else folder
+
+
+def load_split_or_subset(
+    root: str | Path,
+    split: str,
+    subset_csv: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    fallback_every_kth: int = 16,
+    note: Callable[[str], None] | None = print,
+) -> tuple[SewerMLSplit, str]:
+    """A split, or the rows a subset CSV names; (split, how it was chosen: "full", "csv" or "every_kth").
+
+    `subset_csv` None: the full `SewerML_{split}.csv`. A subset CSV that exists (see
+    `find_subset_csv`): its rows, images from `image_dir` or the folder's image folder. One that does
+    not exist: every `fallback_every_kth`-th row of the full split, with a note saying so.
+    """
+    if subset_csv is None or str(subset_csv) == "":
+        return load_split(root, split, image_dir=image_dir), "full"
+    found = find_subset_csv(root, subset_csv)
+    if found is not None:
+        images = Path(image_dir) if image_dir is not None else image_folder(root)
+        return load_split(found, split, image_dir=images), "csv"
+    full = load_split(root, split, image_dir=image_dir)
+    if note is not None:
+        note(f"note: subset file {subset_csv} not found (as given or in {root}); using every "
+             f"{fallback_every_kth}th row of {full.csv_path.name} instead ({-(-len(full) // fallback_every_kth)} rows)")
+    return every_kth(full, fallback_every_kth), "every_kth"
+
+
 def every_kth(split: SewerMLSplit, k: int) -> SewerMLSplit:
     """Rows 0, k, 2k, ... in CSV order (k = 16 gives the "every 16th image" subset)."""
     if k < 1:

@@ -25,17 +25,17 @@ class _ClipFrames(Dataset):
 
     def __init__(self, labels: VideoLabels, tile: int, mean: Sequence[float], std: Sequence[float], *,
                  train: bool = False, hflip: float = 0.5, jitter: bool = True, interpolation: str = "bilinear",
-                 min_frames: int = N_FRAMES, eval_cache_mb: float = 256.0) -> None:
+                 min_frames: int = N_FRAMES, eval_cache_mb: float = 256.0, frames: int = N_FRAMES) -> None:
         if len(labels) == 0:
             raise DataError(f"{labels.source}: no videos to serve")
         self.labels, self.tile = labels, int(tile)
         self.mean, self.std = tuple(mean), tuple(std)
         self.train, self.hflip, self.jitter = train, hflip, jitter
-        self.interpolation, self.min_frames = interpolation, min_frames
+        self.interpolation, self.min_frames, self.frames = interpolation, min(min_frames, frames), int(frames)
         self._n_frames: dict[int, int] = {}
         # Evaluation samples the same frames every epoch: keep their tiles when they all fit the budget.
         self._eval_cache: dict[int, list[np.ndarray]] = {}
-        self._cache_eval = len(labels) * N_FRAMES * self.tile * self.tile * 3 <= eval_cache_mb * 2**20
+        self._cache_eval = len(labels) * self.frames * self.tile * self.tile * 3 <= eval_cache_mb * 2**20
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -45,7 +45,7 @@ class _ClipFrames(Dataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     def _tiles(self, i: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-        """The 9 sampled frames of video i, resized to the tile (RGB uint8, time order)."""
+        """The `frames` (9) sampled frames of video i, resized to the tile (RGB uint8, time order)."""
         if rng is None and i in self._eval_cache:
             return self._eval_cache[i]
         path = self.labels.path(i)
@@ -54,7 +54,7 @@ class _ClipFrames(Dataset):
         n = self._n_frames[i]
         if n < self.min_frames:
             raise DataError(f"{path}: only {n} frames; a clip needs at least {self.min_frames}")
-        indices = sample_indices(n, N_FRAMES, rng)
+        indices = sample_indices(n, self.frames, rng)
         tiles = [resize_tile(f, self.tile, self.interpolation) for f in read_frames(path, indices)]
         if rng is None and self._cache_eval:
             self._eval_cache[i] = tiles
@@ -90,7 +90,8 @@ class SuperImageDataset(_ClipFrames):
 
 
 class ClipFramesDataset(_ClipFrames):
-    """(9 frames 9 x 3 x t x t float32, targets K float32) per video, for frame classifiers.
+    """(frames x 3 x t x t float32, targets K float32) per video: 9 frames for frame classifiers,
+    `frames` (e.g. 32) sampled the same way over the whole video for frame-stack models (Video Swin).
 
     Training flips each frame horizontally with probability `hflip` (the frame-level counterpart
     of the super-image augmentation; there is no tile order to shuffle).

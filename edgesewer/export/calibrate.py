@@ -135,6 +135,19 @@ def superimage_preparer(cfg: ModelCfg) -> Callable[[list[np.ndarray]], np.ndarra
     return prepare
 
 
+def frame_stack_preparer(cfg: ModelCfg) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """RGB stills -> [N, T, 3, S, S] stacks of T copies of each (Video Swin-B), by the super-image's reasoning."""
+    from edgesewer.data.preprocess import preprocess
+
+    frames = int(cfg.extra["frames"])
+
+    def prepare(images: list[np.ndarray]) -> np.ndarray:
+        x = preprocess(images, cfg.input_size, cfg.mean, cfg.std, cfg.interpolation)
+        return np.ascontiguousarray(np.repeat(x[:, None], frames, axis=1))
+
+    return prepare
+
+
 def crack_tile_preparer(cfg: ModelCfg) -> Callable[[list[np.ndarray]], np.ndarray]:
     """RGB images -> the centre model-size tile of each, at native resolution with the edge channel computed
     on the whole image: what the scoring protocol and the runtime's tiling feed the network (a whole image
@@ -159,6 +172,8 @@ def input_preparer(cfg: ModelCfg) -> Callable[[list[np.ndarray]], np.ndarray]:
     """RGB uint8 images -> the network input batch, exactly as training and the runtime build it."""
     if is_superimage(cfg):
         return superimage_preparer(cfg)
+    if cfg.task == "video" and cfg.extra.get("input_layout") == "BTCHW":
+        return frame_stack_preparer(cfg)
     if cfg.task == "segment":
         return crack_tile_preparer(cfg)
     from edgesewer.data.preprocess import preprocess

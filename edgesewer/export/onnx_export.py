@@ -82,7 +82,7 @@ def output_names(task: str, n_outputs: int) -> list[tuple[str, str]]:
 
 def example_input(cfg: ModelCfg, batch: int = 1, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size, generator=generator)
+    return torch.randn(batch, *cfg.input_shape, generator=generator)
 
 
 @dataclass
@@ -128,7 +128,7 @@ def export_onnx(model: nn.Module, cfg: ModelCfg, path: str | Path, opset: int = 
     _embed_metadata(graph, cfg)
     onnx.save(graph, str(path))
     onnx.checker.check_model(str(path))
-    inputs = [TensorSpec(INPUT_NAME, (-1, cfg.in_chans, cfg.input_size, cfg.input_size))]
+    inputs = [TensorSpec(INPUT_NAME, (-1, *cfg.input_shape))]
     outputs = [TensorSpec(name, (-1, *t.shape[1:]), kind=kind) for (name, kind), t in zip(names, sample)]
     return OnnxExport(path=path, opset=opset, inputs=inputs, outputs=outputs)
 

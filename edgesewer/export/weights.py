@@ -65,8 +65,11 @@ def load_for_export(
         _check_grid(entry.cfg, int(imgsz))
     if weights is None:
         weights = newest_checkpoint(model, runs_dir)
+    # A checkpoint carries every weight and `random` wants none: a zero-shot model (sfr-net loads
+    # CLIP's published weights by default) is built without them.
+    no_download = {"pretrained": False} if entry.cfg.task == "zeroshot" else {}
     if str(weights) == RANDOM:
-        net = _build(create_model, model, {}, imgsz)
+        net = _build(create_model, model, dict(no_download), imgsz)
         cfg = getattr(net, "cfg", entry.cfg)
         label = RANDOM
     else:
@@ -74,7 +77,7 @@ def load_for_export(
 
         ckpt = load_checkpoint(weights, expect_model=model)
         cfg = ModelCfg.from_dict(ckpt["model_cfg"])
-        net = _build(create_model, model, dict(ckpt.get("model_kwargs") or {}), imgsz)
+        net = _build(create_model, model, {**(ckpt.get("model_kwargs") or {}), **no_download}, imgsz)
         try:
             net.load_state_dict(ckpt["model"])
         except RuntimeError as exc:

@@ -249,8 +249,10 @@ class TwoGlobalViews:
     """Two independently augmented 224-px views of one image (the paper's global crops).
 
     RandomResizedCrop scale 0.5-1.0 bicubic, h-flip, colour jitter (0.4, 0.4, 0.2, 0.1; p 0.8),
-    grayscale p 0.15, Gaussian blur p 0.3 (sigma 0.1-1), equalize-or-solarize p 0.3, then
-    Sewer-ML normalisation. Accepts an RGB uint8 HWC numpy array, a CHW uint8 tensor or a PIL image.
+    grayscale p 0.15, Gaussian blur p 0.3 (sigma 0.1-1), equalisation p 0.3 and, independently,
+    solarisation p 0.3 (the paper: each with p 0.3, so both hit about 9 % of views), then Sewer-ML
+    normalisation. Accepts an RGB uint8 HWC numpy array, a CHW uint8 tensor or a PIL image.
+    `equalize` and `solarize` are exposed (RandomApply wrappers) so their rates can be checked.
     """
 
     def __init__(
@@ -259,9 +261,13 @@ class TwoGlobalViews:
         scale: tuple[float, float] = (0.5, 1.0),
         mean: Sequence[float] = SEWERML_MEAN,
         std: Sequence[float] = SEWERML_STD,
+        equalize_p: float = 0.3,
+        solarize_p: float = 0.3,
     ) -> None:
         # Kernel covers +-3 sigma at the largest sigma (1.0).
         blur = v2.GaussianBlur(kernel_size=7, sigma=(0.1, 1.0))
+        self.equalize = v2.RandomApply([v2.RandomEqualize(p=1.0)], p=equalize_p)
+        self.solarize = v2.RandomApply([v2.RandomSolarize(128, p=1.0)], p=solarize_p)
         self.transform = v2.Compose([
             v2.ToImage(),
             v2.RandomResizedCrop(size, scale=scale, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
@@ -269,7 +275,8 @@ class TwoGlobalViews:
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.15),
             v2.RandomApply([blur], p=0.3),
-            v2.RandomApply([v2.RandomChoice([v2.RandomEqualize(p=1.0), v2.RandomSolarize(128, p=1.0)])], p=0.3),
+            self.equalize,
+            self.solarize,
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(mean), std=list(std)),
         ])

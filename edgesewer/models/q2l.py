@@ -147,7 +147,9 @@ def _q2l_cfg(name: str, masked: bool) -> ModelCfg:
         extra={"backbone": "resnet101", "cam_mask": masked, "label_self_attn": masked, "outputs_cam": masked,
                # INT8: entropy (KL) clipping cost MA-Q2L 2.3 F2_CIW points on synthetic data, percentile +0.97
                # (the attention logits carry the unscaled CAM bias, whose range KL clips); vit-t is fine either way.
-               "calib_method": "percentile"},
+               "calib_method": "percentile",
+               # `edgesewer models` also counts it without the attention modules: the paper's 143M
+               "count_without_attention": True},
     )
 
 

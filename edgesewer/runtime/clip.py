@@ -10,6 +10,13 @@ a `ClipPrediction` for the window; consecutive windows in which a code is on mer
 
 Runs next to the frame-level models of `edgesewer run` (see `ClipClassifier.push`), or alone on a
 video file (`classify_video`).
+
+Windows and training: the super-image models are trained on *whole* videos (the VideoPipe clips,
+9 frames spread over each clip's full length), so a window of `span_s` seconds shows the model 9
+frames `span_s / 9` apart, where training showed frames `video length / 9` apart. A window close
+to the training videos' length matches training best; for archive footage of clip-like length,
+`span_s="whole"` (`--clip-span whole`, or 0) classifies the whole file once, with exactly the
+training sampling (`WholeVideoWindow`), and a live stream keeps the sliding window.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from edgesewer.runtime.segments import DefectSegment
 from edgesewer.taxonomy import CIW, SEWER_CODES, SEWER_DESCRIPTIONS
 
 DEFAULT_SPAN_S = 4.0
+WHOLE = "whole"  # span_s: the whole video (file sources), as the models were trained
 
 
 @dataclass
@@ -116,10 +124,99 @@ class ClipWindow:
         return i0, i1, t0, t1
 
 
+class WholeVideoWindow:
+    """The whole video as one window: the 9 frames at `sample_indices(total, 9)`, as in training.
+
+    With the file's frame count known (`set_total`), only those frames are kept. Without it (a
+    container that does not say), a thinned copy of the video is kept (every `stride`-th frame, the
+    stride doubling whenever more than `8 * k` frames are held: memory stays bounded) and the 9
+    frames are sampled from it at the end; the same happens when the header overstated the length.
+    """
+
+    def __init__(self, tile: int, k: int = N_FRAMES, interpolation: str = "bilinear") -> None:
+        self.tile, self.k, self.interpolation = int(tile), k, interpolation
+        self.total: int | None = None
+        self._wanted: dict[int, list[int]] = {}
+        self._exact: dict[int, tuple[int, float, np.ndarray]] = {}
+        self._thinned: list[tuple[int, float, np.ndarray]] = []
+        self._stride = 1
+        self._first: tuple[int, float] | None = None
+        self._last: tuple[int, float] | None = None
+        self._count = 0
+
+    def set_total(self, n_frames: int) -> None:
+        """The file's frame count (from its header): keep exactly the frames training would sample."""
+        self.total = int(n_frames) if n_frames and n_frames > 0 else None
+        self._wanted = {}
+        if self.total:
+            for position, index in enumerate(sample_indices(self.total, self.k)):
+                self._wanted.setdefault(int(index), []).append(position)
+
+    def _tile(self, image_bgr: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(resize_tile(image_bgr, self.tile, self.interpolation), cv2.COLOR_BGR2RGB)
+
+    def push(self, image_bgr: np.ndarray, index: int, time: float) -> None:
+        index, time = int(index), float(time)
+        if self._first is None:
+            self._first = (index, time)
+        self._last = (index, time)
+        ordinal = self._count  # position in the file: the frame counter sample_indices refers to
+        self._count += 1
+        tile = None
+        if ordinal in self._wanted:
+            tile = self._tile(image_bgr)
+            self._exact[ordinal] = (index, time, tile)
+        if ordinal % self._stride == 0:
+            self._thinned.append((index, time, tile if tile is not None else self._tile(image_bgr)))
+            if len(self._thinned) > 8 * self.k:
+                self._thinned = self._thinned[::2]
+                self._stride *= 2
+
+    def __len__(self) -> int:
+        return self._count
+
+    full = False  # never classified before the end: `finish` does it
+
+    @property
+    def last(self) -> tuple[int, float]:
+        if self._last is None:
+            raise ValueError("the clip window is empty")
+        return self._last
+
+    def select(self) -> tuple[list[int], list[float], list[np.ndarray]]:
+        if not self._count:
+            raise ValueError("the clip window is empty")
+        if self.total == self._count and len(self._exact) == len(self._wanted):
+            chosen = [self._exact[int(i)] for i in sample_indices(self.total, self.k)]
+        else:  # no or a wrong frame count: the 9 from the thinned copy (uniform up to the stride)
+            chosen = [self._thinned[int(i)] for i in sample_indices(len(self._thinned), self.k)]
+        return [c[0] for c in chosen], [c[1] for c in chosen], [c[2] for c in chosen]
+
+    def span(self) -> tuple[int, int, float, float]:
+        (i0, t0), (i1, t1) = self._first, self.last  # type: ignore[misc]
+        return i0, i1, t0, t1
+
+
+def parse_span(value: str | float | None) -> float | str | None:
+    """`--clip-span`: seconds, or `whole` (also 0) for the whole video; None keeps the model's default."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in (WHOLE, "all", "video"):
+            return WHOLE
+        try:
+            value = float(text)
+        except ValueError:
+            raise EdgesewerError(f"--clip-span {value!r}: give seconds (e.g. 4) or 'whole' for the whole video") from None
+    return WHOLE if value == 0 else float(value)
+
+
 class ClipClassifier:
     """A video-level artifact run over a sliding window; `push` every frame, `finish` at the end."""
 
-    def __init__(self, artifact: str | Path | Artifact, backend: str | None = None, *, span_s: float | None = None,
+    def __init__(self, artifact: str | Path | Artifact, backend: str | None = None, *,
+                 span_s: float | str | None = None,
                  stride_s: float | None = None, thresholds: Sequence[float] | np.ndarray | None = None,
                  normal_threshold: float | None | str = "model", providers: str | Sequence[str] = "cpu",
                  threads: int | None = None, **backend_options: Any) -> None:
@@ -131,11 +228,17 @@ class ClipClassifier:
         self.classes = a.classes
         self.grid = int(cfg.extra.get("grid", GRID))
         self.tile = int(cfg.extra.get("tile") or cfg.input_size // self.grid)
+        if cfg.extra.get("input_layout") == "BTCHW":
+            raise BackendError(f"{a.model_path.name}: is a frame-stack video model ({cfg.name}); clip mode runs "
+                               "super-image models (superimage-*); score videos with it offline (edgesewer video predict)")
         if self.tile * self.grid != cfg.input_size:
             raise BackendError(f"{a.sidecar_path}: tile {self.tile} x grid {self.grid} != input size {cfg.input_size}")
-        self.span_s = float(span_s if span_s is not None else cfg.extra.get("clip_seconds") or DEFAULT_SPAN_S)
-        self.stride_s = float(stride_s) if stride_s is not None else self.span_s / 2
-        if self.span_s <= 0 or self.stride_s <= 0:
+        span = parse_span(span_s)
+        self.whole = span == WHOLE  # one window over the whole video, as in training
+        self.span_s = 0.0 if self.whole else float(span if span is not None
+                                                   else cfg.extra.get("clip_seconds") or DEFAULT_SPAN_S)
+        self.stride_s = 0.0 if self.whole else float(stride_s) if stride_s is not None else self.span_s / 2
+        if not self.whole and (self.span_s <= 0 or self.stride_s <= 0):
             raise EdgesewerError(f"the clip span and stride must be positive seconds, got span {self.span_s:g} s, "
                                  f"stride {self.stride_s:g} s")
         self.thresholds = np.asarray(thresholds if thresholds is not None else a.thresholds, dtype=np.float32)
@@ -143,13 +246,25 @@ class ClipClassifier:
             normal_threshold = cfg.extra.get("normal_threshold")
         self.normal_class = cfg.extra.get("normal_class")
         self.normal_threshold = normal_threshold if self.normal_class in self.classes else None
-        self.window = ClipWindow(self.span_s, self.tile, self.grid * self.grid, cfg.interpolation)
+        self.window: ClipWindow | WholeVideoWindow = (
+            WholeVideoWindow(self.tile, self.grid * self.grid, cfg.interpolation) if self.whole
+            else ClipWindow(self.span_s, self.tile, self.grid * self.grid, cfg.interpolation))
         if (backend or "ort") == "ort" and a.format == "onnx":  # ONNX Runtime settings, as for the frame models
             backend_options = {"providers": providers, "threads": threads, **backend_options}
         self.backend = load_backend(a, backend, **backend_options)
         self.predictions: list[ClipPrediction] = []
         self._last_end_time: float | None = None
         self._last_end_frame: int | None = None
+
+    def set_source(self, source: Any) -> None:
+        """Tell a whole-video window the file's frame count; a live stream has no whole to classify."""
+        if not self.whole:
+            return
+        if getattr(source, "is_live", False):
+            raise EdgesewerError("--clip-span whole classifies a whole video file; a live stream has no end: "
+                                 "give the window in seconds (e.g. --clip-span 30)")
+        assert isinstance(self.window, WholeVideoWindow)
+        self.window.set_total(int(getattr(source, "announced_frames", 0) or 0))
 
     def classify_tiles(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
         """Sigmoid probabilities (K,) of one clip given its 9 RGB frames (time order)."""
@@ -189,6 +304,8 @@ class ClipClassifier:
 
     def describe(self) -> str:
         """One line for the console and the report: the model and its window."""
+        if self.whole:
+            return f"{self.artifact.describe()}, one window over the whole video (9 frames over its length, as trained)"
         return f"{self.artifact.describe()}, {self.span_s:g} s windows every {self.stride_s:g} s"
 
     def close(self) -> None:
@@ -232,15 +349,19 @@ def clip_segments(predictions: Sequence[ClipPrediction], merge_gap_s: float = 0.
     return segments
 
 
-def classify_video(artifact: str | Path | Artifact, video: str | Path, *, span_s: float | None = None,
+def classify_video(artifact: str | Path | Artifact, video: str | Path, *, span_s: float | str | None = None,
                    stride_s: float | None = None, backend: str | None = None,
                    **backend_options: Any) -> tuple[list[ClipPrediction], list[DefectSegment]]:
-    """Run clip mode over a whole video file; returns (window predictions, clip-level segments)."""
+    """Run clip mode over a whole video file; returns (window predictions, clip-level segments).
+
+    `span_s="whole"` gives one prediction for the file, from the frames training would have sampled.
+    """
     from edgesewer.runtime.sources import open_source
 
     clip = ClipClassifier(artifact, backend, span_s=span_s, stride_s=stride_s, **backend_options)
     try:
         with open_source(str(video)) as source:
+            clip.set_source(source)
             for frame in source:
                 clip.push(frame.image, frame.index, frame.time)
         clip.finish()

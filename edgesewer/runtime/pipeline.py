@@ -550,5 +550,6 @@ class InspectionPipeline:
             info["clip_model"] = self.clip.describe()
             info["clip_backend"] = self.clip.backend.name
             info["clip_span_s"] = self.clip.span_s
+            info["clip_window"] = "whole video" if self.clip.whole else "sliding"
             info["clip_stride_s"] = self.clip.stride_s
         return info

@@ -46,13 +46,14 @@ def run_inspection(
     options: RunOptions | None = None,
     status: LiveStatus | None = None,
     clip_model: str | Path | None = None,
-    clip_span_s: float | None = None,
+    clip_span_s: float | str | None = None,
     clip_stride_s: float | None = None,
 ) -> RunSummary:
     """Load the artifacts, open the source and run the pipeline; the plain function behind `edgesewer run`.
 
     `clip_model` adds clip mode (a super-image video model over a sliding window); span and stride
-    default to the model's clip_seconds and half of it.
+    default to the model's clip_seconds and half of it; `clip_span_s="whole"` (or 0) classifies a
+    video file once, over its whole length, as the models were trained.
     """
     options = options or RunOptions()
     loaded: list[Predictor | ClipClassifier] = []
@@ -84,6 +85,8 @@ def run_inspection(
             stall_timeout=stall_timeout,
             on_status=lambda m: [f(m) for f in forward],
         )
+        if clip is not None:
+            clip.set_source(opened)  # a whole-video window needs the file's frame count
         pipeline = InspectionPipeline(opened, classifier, segmenter, options, status, clip=clip)
         forward.append(pipeline.on_source_status)
         return pipeline.run()

@@ -17,6 +17,9 @@ from edgesewer.runtime.postprocess import FrameResult
 from edgesewer.taxonomy import CIW, SEWER_DESCRIPTIONS
 
 CRACK_CODE = "CRACK"  # segments found by the crack segmenter (cracks are Sewer-ML's RB)
+# Codes whose segments carry the segmenter's crack size: its own, and the classifier's cracks/breaks (RB).
+# An infiltration seen beside a crack is not measured by that crack.
+CRACK_CODES = frozenset({CRACK_CODE, "RB"})
 
 
 @dataclass
@@ -120,7 +123,7 @@ class SegmentTracker:
             seg.scores.append(score)
             if score > seg.peak:
                 seg.peak, seg.peak_result = score, result
-            if result.crack is not None and result.crack.found:
+            if code in CRACK_CODES and result.crack is not None and result.crack.found:
                 seg.crack_area = max(seg.crack_area or 0.0, result.crack.area_px)
                 seg.crack_length = max(seg.crack_length or 0.0, result.crack.length_px)
             if result.distance_m is not None:

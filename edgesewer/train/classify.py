@@ -3,13 +3,15 @@
 `train_classifier(recipe, data_root)` builds everything a recipe names (model, splits with
 subset/fraction, augmentation, CIW-BCE or ASL loss, optimiser, schedule), trains, then tunes one
 threshold per class on the validation set (maximising that class's F2) and stores them in
-best.pt's ModelCfg next to the 0.5 default. Modes: `finetune` (all weights), `linear_probe`
-(frozen backbone, head only) and `hybrid` (supervised + DINO loss, see `hybrid.py`).
+best.pt's ModelCfg next to the 0.5 default. Modes: `finetune` (all weights) and `linear_probe`
+(frozen backbone, head only). Hybrid (DINO + supervised) is a pretraining stage, as in the DINO-SSL
+paper: `edgesewer pretrain vit-t-dino --mode hybrid`, then fine-tuning from its backbone.pt.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesewer.data.sewerml import SewerMLSplit, every_kth, fraction, load_split
+from edgesewer.data.sewerml import SewerMLSplit, every_kth, fraction, load_split, load_split_or_subset
 from edgesewer.data.torch_dataset import SewerMLDataset
 from edgesewer.errors import DataError, ModelNotFound
 from edgesewer.metrics.sewerml import average_precision, evaluate_sewerml
@@ -54,6 +56,17 @@ def model_kwargs_from_recipe(recipe: Recipe) -> dict[str, Any]:
     return kw
 
 
+def enable_grad_checkpointing(model: nn.Module, recipe: Recipe) -> None:
+    """`model.grad_checkpointing: true`: switch on the model's activation checkpointing, or say it has none."""
+    if not recipe.model.grad_checkpointing:
+        return
+    switch = getattr(model, "set_grad_checkpointing", None)
+    if switch is None:
+        raise DataError(f"{recipe.source}: model.grad_checkpointing: {recipe.model.name} has no gradient "
+                        "checkpointing (timm models and video-swin3d-b do); set it to false")
+    switch(True)
+
+
 def build_model(recipe: Recipe) -> tuple[nn.Module, ModelCfg, dict[str, Any]]:
     """(model, its ModelCfg with the recipe's normalisation, architecture kwargs)."""
     from edgesewer.models import create_model
@@ -67,6 +80,7 @@ def build_model(recipe: Recipe) -> tuple[nn.Module, ModelCfg, dict[str, Any]]:
     if recipe.model.backbone_ckpt:
         weights_kw["backbone_ckpt"] = recipe.model.backbone_ckpt
     model = create_model(recipe.model.name, **arch_kw, **weights_kw)
+    enable_grad_checkpointing(model, recipe)
     cfg: ModelCfg = model.cfg
     norm = recipe.data.normalization
     stats = {"sewerml": (SEWERML_MEAN, SEWERML_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
@@ -119,14 +133,20 @@ def calibrate_frozen_bn(model: nn.Module, images: torch.Tensor) -> int:
 # ------------------------------------------------------------------------------------------ data
 
 def load_splits(recipe: Recipe, root: str | Path) -> tuple[SewerMLSplit, SewerMLSplit]:
+    """(train, val) as the recipe's data section says: subset CSVs, every_kth, then the training fraction."""
     d = recipe.data
-    train = load_split(root, d.train_split, image_dir=d.image_dir)
-    val = load_split(root, d.val_split, image_dir=d.image_dir)
-    for split in (train, val):
+    if d.subset_fallback_kth < 1:
+        raise DataError(f"{recipe.source}: data.subset_fallback_kth must be >= 1, got {d.subset_fallback_kth}")
+    note = print if os.environ.get("RANK", "0") == "0" else None
+    splits = []
+    for name, csv_name in ((d.train_split, d.train_csv), (d.val_split, d.val_csv)):
+        split, how = load_split_or_subset(root, name, csv_name, d.image_dir, d.subset_fallback_kth, note)
         if split.labels is None:
             raise DataError(f"{split.csv_path}: has no label columns; training needs the 17 Sewer-ML codes")
-    if d.every_kth > 1:
-        train, val = every_kth(train, d.every_kth), every_kth(val, d.every_kth)
+        if how == "full" and d.every_kth > 1:  # a subset (file or fallback) is not thinned again
+            split = every_kth(split, d.every_kth)
+        splits.append(split)
+    train, val = splits
     if d.fraction < 1.0:
         if not 0.0 < d.fraction <= 1.0:
             raise DataError(f"{recipe.source}: data.fraction must be in (0, 1], got {d.fraction}")
@@ -297,7 +317,7 @@ class RunResult:
 
 def dynamic_weights_callback(loss: nn.Module, top_m: int) -> Callable:
     """MA-Q2L's optional dynamic ASL weights from the epoch's per-class validation AP."""
-    asl = getattr(loss, "supervised", loss)  # hybrid mode wraps the supervised loss
+    asl = loss
 
     def on_epoch_end(trainer: Trainer, record: dict[str, Any]) -> None:
         ap = [record[f"val/AP_{c}"] for c in SEWER_CODES]
@@ -334,14 +354,15 @@ def store_thresholds(trainer: Trainer, run_dir: Path) -> tuple[float, ...] | Non
 def train_classifier(recipe: Recipe, data_root: str | Path, out: str | Path | None = None,
                      resume: str | Path | None = None, callbacks: dict[str, list[Callable]] | None = None) -> RunResult:
     """Train the recipe's classifier on a Sewer-ML folder; returns the run folder and best metrics."""
+    if recipe.train.mode == "hybrid":
+        name = recipe.model.name if recipe.model.name.endswith("-dino") else f"{recipe.model.name}-dino"
+        raise DataError(f"{recipe.source}: hybrid (DINO + supervised) is a pretraining stage now: "
+                        f"`edgesewer pretrain {name} --mode hybrid --data DIR`, then "
+                        f"`edgesewer train {name} --backbone runs/{name}/pretrain-hybrid-<time>/backbone.pt`")
     info = init_distributed(recipe.train.device)
     train_split, val_split = load_splits(recipe, data_root)
     seed_everything(recipe.train.seed)  # the same initial weights on every rank and every rerun
-    if recipe.train.mode == "hybrid":
-        from edgesewer.train.hybrid import build_hybrid
-        model, model_cfg, arch_kw, loss_fn, extra_cb, train_set, val_set = build_hybrid(recipe, train_split, val_split)
-        loss_module: nn.Module | None = loss_fn
-    elif recipe.train.mode in ("finetune", "linear_probe"):
+    if recipe.train.mode in ("finetune", "linear_probe"):
         model, model_cfg, arch_kw = build_model(recipe)
         if recipe.train.mode == "linear_probe":
             freeze_backbone(model)
@@ -352,37 +373,27 @@ def train_classifier(recipe: Recipe, data_root: str | Path, out: str | Path | No
             batch = torch.stack([plain[i][0] for i in range(len(plain))])  # training images, un-augmented
             if calibrate_frozen_bn(model, batch):
                 model_cfg.extra = {**model_cfg.extra, "frozen_bn_init": "data"}
-        loss_module = build_loss(recipe.loss, model_cfg.classes)
-        loss_fn, extra_cb = loss_module, {}
+        loss_module: nn.Module = build_loss(recipe.loss, model_cfg.classes)
     else:
-        raise DataError(f"{recipe.source}: train.mode must be finetune, linear_probe or hybrid, "
-                        f"not {recipe.train.mode!r}")
+        raise DataError(f"{recipe.source}: train.mode must be finetune or linear_probe, not {recipe.train.mode!r}")
 
     run_dir = resolve_run_dir(recipe.model.name, out, resume)
     global_batch = recipe.train.batch_size * recipe.train.accum_steps * info.world_size
     lr = scaled_lr(recipe.optim, global_batch)
     cb = {k: list(v) for k, v in (callbacks or {}).items()}
-    for event, fns in extra_cb.items():
-        cb.setdefault(event, []).extend(fns)
     if recipe.loss.name == "asl" and recipe.loss.dynamic_weights:
         cb.setdefault("on_epoch_end", []).append(dynamic_weights_callback(loss_module, recipe.loss.dynamic_top))
     model_cfg.extra = {**model_cfg.extra, "train_mode": recipe.train.mode, "train_images": len(train_split)}
     cfg = train_config(recipe.train, run_dir, recipe.data.num_workers)
-    trainer = Trainer(model, train_set, val_set, loss_fn=loss_fn, optimizer_factory=optimizer_factory(recipe.optim, lr),
-                      scheduler_factory=scheduler_factory(recipe.optim, lr), evaluate_fn=SewerMLEvaluator(), cfg=cfg,
+    trainer = Trainer(model, train_set, val_set, loss_fn=loss_module,
+                      optimizer_factory=optimizer_factory(recipe.optim, lr), scheduler_factory=scheduler_factory(recipe.optim, lr), evaluate_fn=SewerMLEvaluator(), cfg=cfg,
                       model_cfg=model_cfg, resume=Path(resume) if resume else None, callbacks=cb,
                       checkpoint_extra={"recipe": recipe.to_dict(), "model_kwargs": arch_kw})
-    if loss_module is not None:
-        loss_module.to(trainer.device)
+    loss_module.to(trainer.device)
     if info.is_main:
         save_recipe(recipe, run_dir / "recipe.yaml")
     best = trainer.fit()
     thresholds = store_thresholds(trainer, run_dir) if recipe.train.tune_thresholds else None
-    if info.is_main and recipe.train.mode == "hybrid" and (run_dir / "best.pt").is_file():
-        from edgesewer.train.hybrid import classifier_only
-        ckpt = load_checkpoint(run_dir / "best.pt")
-        ckpt["model"] = classifier_only(ckpt["model"])  # eval and export load the plain ViT
-        save_checkpoint(run_dir / "best.pt", ckpt)
     if info.is_main:
         write_json(run_dir / "best_metrics.json", {**best, "thresholds": thresholds, "stop": trainer.stop_reason})
     return RunResult(run_dir, best, thresholds)

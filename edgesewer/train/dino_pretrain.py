@@ -6,6 +6,9 @@ a cosine momentum 0.996 -> 0.999, per-parameter gradient clipping and the frozen
 epoch 0. Two global views only (no multi-crop). Validation tracks RankMe of the teacher's CLS
 embeddings (a collapse shows as a RankMe near 1).
 
+`dino.mode: hybrid` (`edgesewer pretrain vit-t-dino --mode hybrid`) is the paper's hybrid stage:
+the same run on labelled Sewer-ML images with a supervised loss added (see `hybrid.py`).
+
 Writes the usual run folder plus `backbone.pt` ({"teacher": ViT state dict, "student": ...}) from
 the last epoch, which `create_model("vit-t-dino", backbone_ckpt=...)` loads for fine-tuning.
 """
@@ -24,6 +27,7 @@ from edgesewer.data.sewerml import SewerMLSplit, every_kth, fraction, load_split
 from edgesewer.data.torch_dataset import SewerMLDataset
 from edgesewer.errors import DataError
 from edgesewer.modelcfg import SEWERML_MEAN, SEWERML_STD, ModelCfg
+from edgesewer.taxonomy import SEWER_CODES
 from edgesewer.train.checkpoint import save_checkpoint, seed_everything
 from edgesewer.train.classify import RunResult, check_model_name
 from edgesewer.train.distributed import gather_rows, init_distributed
@@ -115,34 +119,59 @@ def dino_callbacks(model: nn.Module, cfg: DinoSection, momentum: Any) -> dict[st
 
 def pretrain_dino(recipe: Recipe, data_root: str | Path, out: str | Path | None = None,
                   resume: str | Path | None = None, callbacks: dict[str, list[Callable]] | None = None) -> RunResult:
-    """DINO-pretrain `recipe.model.name`'s ViT on the images under `data_root`."""
+    """DINO-pretrain `recipe.model.name`'s ViT on the images under `data_root`.
+
+    With `dino.mode: hybrid` the images must be a labelled Sewer-ML folder and the supervised loss of
+    a linear classifier on the student's embedding is added to the DINO loss (the paper's hybrid).
+    """
     from edgesewer.models.dino import (DINOLoss, TwoGlobalViews, build_dino, lr_schedule, momentum_schedule,
                                        param_groups, weight_decay_schedule)
+    from edgesewer.train.hybrid import PRETRAIN_MODES, HybridDINO, HybridLoss, LabelledTwoViews
 
     entry = check_model_name(recipe.model.name)
     arch = entry.cfg.extra.get("arch", "")
     if not str(arch).startswith("vit_"):
         raise DataError(f"DINO pretraining needs a ViT model (vit-t-dino, vit-s-dino), not {recipe.model.name}")
-    info = init_distributed(recipe.train.device)
     d, size = recipe.dino, recipe.model.img_size or entry.cfg.input_size
-    train_split = image_split(data_root, recipe.data.train_split, recipe)
-    if recipe.data.fraction < 1.0:
-        train_split = fraction(train_split, recipe.data.fraction, seed=recipe.train.seed)
-    try:
-        val_split = image_split(data_root, recipe.data.val_split, recipe)
-    except DataError:
-        val_split = train_split  # a plain image folder: RankMe on (a slice of) the training images
+    if d.mode not in PRETRAIN_MODES:
+        raise DataError(f"{recipe.source}: dino.mode must be {' or '.join(PRETRAIN_MODES)}, not {d.mode!r}")
+    hybrid = d.mode == "hybrid"
+    info = init_distributed(recipe.train.device)
+    if hybrid:
+        from edgesewer.train.classify import load_splits
+
+        train_split, val_split = load_splits(recipe, data_root)  # labelled; every_kth/fraction/subset CSVs apply
+    else:
+        train_split = image_split(data_root, recipe.data.train_split, recipe)
+        if recipe.data.fraction < 1.0:
+            train_split = fraction(train_split, recipe.data.fraction, seed=recipe.train.seed)
+        try:
+            val_split = image_split(data_root, recipe.data.val_split, recipe)
+        except DataError:
+            val_split = train_split  # a plain image folder: RankMe on (a slice of) the training images
     val_split = val_split.subset(range(min(len(val_split), d.rankme_images)))
     mean, std = SEWERML_MEAN, SEWERML_STD
-    train_set = TwoViewDataset(train_split, TwoGlobalViews(size, scale=tuple(d.crop_scale), mean=mean, std=std))
+    views = TwoGlobalViews(size, scale=tuple(d.crop_scale), mean=mean, std=std, equalize_p=d.equalize,
+                           solarize_p=d.solarize)
+    train_set = LabelledTwoViews(train_split, views) if hybrid else TwoViewDataset(train_split, views)
     val_set = SewerMLDataset(val_split, size, mean, std, interpolation="bicubic")
 
     seed_everything(recipe.train.seed)  # the same initial weights on every rank and every rerun
     model = build_dino(recipe.model.name, img_size=size, out_dim=d.out_dim, norm_last_layer=d.norm_last_layer,
                        drop_path_rate=d.drop_path_rate)
+    dino_loss = DINOLoss(d.out_dim, recipe.train.epochs, d.warmup_teacher_temp, d.teacher_temp,
+                         d.warmup_teacher_temp_epochs, d.student_temp, d.center_momentum)
+    loss_fn: Callable
+    if hybrid:
+        from edgesewer.train.classify import build_loss
+
+        model = HybridDINO(model, len(SEWER_CODES))
+        hybrid_loss = HybridLoss(dino_loss, build_loss(recipe.loss, SEWER_CODES), d.supervised_weight)
+        loss_fn = hybrid_loss
+    else:
+        loss_fn = lambda out, _: model.dino_loss(out[0], out[1], trainer.epoch)  # noqa: E731
     # The loss holds the centre (a buffer): as a submodule it is checkpointed and resumed with the model.
-    model.add_module("dino_loss", DINOLoss(d.out_dim, recipe.train.epochs, d.warmup_teacher_temp, d.teacher_temp,
-                                           d.warmup_teacher_temp_epochs, d.student_temp, d.center_momentum))
+    model.add_module("dino_loss", dino_loss)
     global_batch = recipe.train.batch_size * recipe.train.accum_steps * info.world_size
     epochs = recipe.train.epochs
 
@@ -151,18 +180,26 @@ def pretrain_dino(recipe: Recipe, data_root: str | Path, out: str | Path | None 
         wd = weight_decay_schedule(n_epochs, steps, d.weight_decay, d.weight_decay_end)
         return ParamGroupSchedule(optimizer, {"lr": lr, "weight_decay": wd}, groups={"weight_decay": [0]})
 
-    run_dir = resolve_run_dir(recipe.model.name, out, resume, prefix="pretrain-")
+    run_dir = resolve_run_dir(recipe.model.name, out, resume, prefix="pretrain-hybrid-" if hybrid else "pretrain-")
     model_cfg = ModelCfg(name=recipe.model.name, task="dino-pretrain", input_size=size, mean=mean, std=std,
-                         classes=(), interpolation="bicubic", paper=entry.cfg.paper,
-                         extra={"arch": arch, "out_dim": d.out_dim, "train_images": len(train_split)})
+                         classes=SEWER_CODES if hybrid else (), interpolation="bicubic", paper=entry.cfg.paper,
+                         extra={"arch": arch, "out_dim": d.out_dim, "train_images": len(train_split),
+                                "pretrain_mode": d.mode,
+                                **({"supervised_loss": recipe.loss.name, "supervised_weight": d.supervised_weight}
+                                   if hybrid else {})})
     cfg = train_config(recipe.train, run_dir, recipe.data.num_workers, ema_decay=None, clip_grad=None)
     cb = {k: list(v) for k, v in (callbacks or {}).items()}
-    trainer = Trainer(model, train_set, val_set,
-                      loss_fn=lambda out, _: model.dino_loss(out[0], out[1], trainer.epoch),
+    trainer = Trainer(model, train_set, val_set, loss_fn=loss_fn,
                       optimizer_factory=lambda m: torch.optim.AdamW(param_groups(m)),
                       scheduler_factory=schedule, evaluate_fn=RankMeEvaluator(), cfg=cfg, model_cfg=model_cfg,
                       resume=Path(resume) if resume else None, callbacks=cb,
                       checkpoint_extra={"recipe": recipe.to_dict(), "model_kwargs": {"img_size": size}})
+    if hybrid:
+        hybrid_loss.to(trainer.device)  # the supervised loss's class weights
+
+        def epoch_start(t: Trainer) -> None:
+            hybrid_loss.epoch = t.epoch
+        trainer.add_callback("on_epoch_start", epoch_start)
     momentum = momentum_schedule(epochs, trainer.steps_per_epoch, d.momentum_teacher, d.momentum_teacher_final)
     for event, fns in dino_callbacks(model, d, momentum).items():
         for fn in fns:
@@ -173,6 +210,6 @@ def pretrain_dino(recipe: Recipe, data_root: str | Path, out: str | Path | None 
     if info.is_main:
         save_checkpoint(run_dir / "backbone.pt", {
             "teacher": model.backbone_state_dict("teacher"), "student": model.backbone_state_dict("student"),
-            "model_cfg": model_cfg.to_dict(), "epoch": trainer.epoch})
-        write_json(run_dir / "best_metrics.json", {**best, "stop": trainer.stop_reason})
+            "model_cfg": model_cfg.to_dict(), "epoch": trainer.epoch, "mode": d.mode})
+        write_json(run_dir / "best_metrics.json", {**best, "mode": d.mode, "stop": trainer.stop_reason})
     return RunResult(run_dir, best, None)

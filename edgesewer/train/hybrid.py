@@ -1,10 +1,12 @@
-"""Hybrid training: the supervised multi-label loss and the DINO loss on the same ViT at once.
+"""Hybrid pretraining (DINO-SSL paper): the DINO loss and the supervised multi-label loss at once.
 
-Each labelled image gives two independently augmented views (the fine-tune augmentations: full
-frame, so no crop can cut a defect out). The student ViT embeds both; its classifier head gets
-the supervised loss on both views, and a DINO head gets the cross-view self-distillation loss
-against an EMA teacher: `loss = supervised + hybrid_weight * dino`. Validation and the saved
-best.pt use the classifier alone, so the result exports and evaluates like any fine-tuned ViT.
+A pretraining stage like DINO's (`edgesewer pretrain vit-t-dino --mode hybrid`), then fine-tuning
+as usual from its `backbone.pt`. The student ViT embeds the two global views of each labelled
+image; a DINO head gets the cross-view self-distillation loss against the EMA teacher and a linear
+classifier on the same embedding gets the supervised loss on both views:
+`loss = DINO + dino.supervised_weight * supervised` (the recipe's `loss` section, CIW-weighted BCE
+by default). Everything else is DINO pretraining's: schedules, teacher momentum, RankMe of the
+teacher's embeddings on validation images (the paper's Table 3 reports it for both stages).
 """
 
 from __future__ import annotations
@@ -13,125 +15,90 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
-from edgesewer.data.preprocess import preprocess
+from edgesewer.data.images import read_image
 from edgesewer.data.sewerml import SewerMLSplit
-from edgesewer.data.torch_dataset import SewerMLDataset
-from edgesewer.errors import ModelNotFound
-from edgesewer.train.recipe import Recipe
+from edgesewer.errors import DataError
+
+PRETRAIN_MODES = ("dino", "hybrid")
 
 
-class _PreLogits(nn.Module):
-    """The classifier's trunk as a DINO backbone: image -> pre-logits CLS embedding (shares weights)."""
+class HybridDINO(nn.Module):
+    """A DINO student/teacher pair plus a linear classifier on the student's embedding.
 
-    def __init__(self, classifier: nn.Module):
+    `forward([view1, view2])` -> {"student": [2B, K], "teacher": [2B, K], "logits": [2B, classes]},
+    view-major like `DINOWrapper`. `student`, `teacher`, `update_teacher` and
+    `backbone_state_dict` are the wrapped DINO pair's, so DINO's callbacks and RankMe apply as they are.
+    """
+
+    def __init__(self, dino: nn.Module, num_classes: int) -> None:
         super().__init__()
-        self.classifier = classifier
+        self.dino = dino
+        embed_dim = int(dino.student.backbone.embed_dim)
+        self.classifier = nn.Linear(embed_dim, num_classes)
+        nn.init.trunc_normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier.forward_head(self.classifier.forward_features(x), pre_logits=True)
+    @property
+    def student(self) -> nn.Module:
+        return self.dino.student
 
+    @property
+    def teacher(self) -> nn.Module:
+        return self.dino.teacher
 
-class HybridModel(nn.Module):
-    """ViT classifier + DINO student/teacher heads; `forward(tensor)` is the plain classifier."""
+    def update_teacher(self, momentum: float) -> None:
+        self.dino.update_teacher(momentum)
 
-    def __init__(self, classifier: nn.Module, recipe: Recipe):
-        super().__init__()
-        from edgesewer.models.dino import DINOLoss, DINOWrapper
+    def backbone_state_dict(self, which: str = "teacher") -> dict[str, Tensor]:
+        return self.dino.backbone_state_dict(which)
 
-        d = recipe.dino
-        self.classifier = classifier
-        self.dino = DINOWrapper(_PreLogits(classifier), classifier.num_features, d.out_dim, d.norm_last_layer)
-        self.dino_loss = DINOLoss(d.out_dim, recipe.train.epochs, d.warmup_teacher_temp, d.teacher_temp,
-                                  d.warmup_teacher_temp_epochs, d.student_temp, d.center_momentum)
-        self.cfg = classifier.cfg
-
-    def forward(self, x: Tensor | list[Tensor]) -> Tensor | dict[str, Tensor]:
-        if isinstance(x, Tensor):
-            return self.classifier(x)
-        batch = torch.cat(list(x))
+    def forward(self, views: list[Tensor]) -> dict[str, Tensor]:
+        batch = torch.cat(list(views), dim=0)
         embedding = self.dino.student.backbone(batch)
         with torch.no_grad():
             teacher = self.dino.teacher(batch)
-        return {"logits": self.classifier.get_classifier()(embedding),
-                "student": self.dino.student.head(embedding), "teacher": teacher}
-
-    def classifier_state_dict(self) -> dict[str, Tensor]:
-        return self.classifier.state_dict()
-
-
-class TwoViewLabelled(SewerMLDataset):
-    """([view1, view2], labels): two augmentations of one read of the image."""
-
-    def __getitem__(self, i: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        j, image = self._read(int(i))
-        views = []
-        for _ in range(2):
-            augmented = self.augment(image) if self.augment is not None else image
-            x = preprocess(augmented, self.size, self.mean, self.std, self.interpolation)[0]
-            views.append(torch.from_numpy(x))
-        return views, self._label(j)
-
-
-def build_hybrid(recipe: Recipe, train_split: SewerMLSplit, val_split: SewerMLSplit) -> tuple[Any, ...]:
-    """(model, model_cfg, arch_kwargs, loss_fn module, callbacks, train_set, val_set) for train_classifier."""
-    from edgesewer.models.dino import cancel_last_layer_grad, momentum_schedule
-    from edgesewer.train.classify import build_datasets, build_loss, build_model
-    from edgesewer.train.transforms import build_augment
-
-    classifier, model_cfg, arch_kw = build_model(recipe)
-    if not hasattr(classifier, "forward_head"):
-        raise ModelNotFound(f"hybrid training needs a ViT (vit-t, vit-s and their -dino variants), "
-                            f"not {recipe.model.name}")
-    model = HybridModel(classifier, recipe)
-    _, val_set = build_datasets(recipe, train_split, val_split, model_cfg)
-    train_set = TwoViewLabelled(train_split, model_cfg.input_size, model_cfg.mean, model_cfg.std,
-                                augment=build_augment(recipe.augment, model_cfg.input_size, model_cfg.interpolation),
-                                on_bad_image=recipe.data.on_bad_image, interpolation=model_cfg.interpolation)
-    loss = HybridLoss(model, build_loss(recipe.loss, model_cfg.classes), recipe.train.hybrid_weight)
-    state: dict[str, Any] = {}
-    d = recipe.dino
-
-    def before_step(trainer) -> None:
-        if d.clip_grad > 0:
-            for p in model.dino.student.head.parameters():
-                if p.grad is not None:
-                    nn.utils.clip_grad_norm_([p], d.clip_grad)
-        cancel_last_layer_grad(model.dino.student, trainer.epoch, d.freeze_last_layer)
-
-    def after_step(trainer) -> None:
-        if "momentum" not in state:
-            state["momentum"] = momentum_schedule(recipe.train.epochs, trainer.steps_per_epoch,
-                                                  d.momentum_teacher, d.momentum_teacher_final)
-        momentum = state["momentum"]
-        model.dino.update_teacher(float(momentum[min(trainer.global_step - 1, len(momentum) - 1)]))
-
-    def epoch_start(trainer) -> None:
-        loss.epoch = trainer.epoch
-
-    callbacks = {"on_before_optimizer_step": [before_step], "on_optimizer_step": [after_step],
-                 "on_epoch_start": [epoch_start]}
-    return model, model_cfg, arch_kw, loss, callbacks, train_set, val_set
+        return {"student": self.dino.student.head(embedding), "teacher": teacher,
+                "logits": self.classifier(embedding)}
 
 
 class HybridLoss(nn.Module):
-    """supervised(logits of both views) + weight * DINO(student, teacher); the centre lives in the model."""
+    """DINO(student, teacher) + weight * supervised(logits of both views); the DINO centre lives in the model."""
 
-    def __init__(self, model: HybridModel, supervised: nn.Module, weight: float):
+    def __init__(self, dino_loss: nn.Module, supervised: nn.Module, weight: float) -> None:
         super().__init__()
         self.supervised = supervised
-        self.weight = weight
+        self.weight = float(weight)
         self.epoch = 0
-        self._model = [model]  # a list, so the model is not registered as a submodule of the loss
+        self._dino_loss = [dino_loss]  # a list: the model owns it (and checkpoints its centre)
+        self.last: dict[str, float] = {}
 
     def forward(self, outputs: dict[str, Tensor], targets: Tensor) -> Tensor:
-        sup = self.supervised(outputs["logits"], targets.repeat(2, 1))
-        ssl = self._model[0].dino_loss(outputs["student"], outputs["teacher"], self.epoch)
-        return sup + self.weight * ssl
+        ssl = self._dino_loss[0](outputs["student"], outputs["teacher"], self.epoch)
+        sup = self.supervised(outputs["logits"].float(), targets.float().repeat(2, 1))
+        self.last = {"dino": float(ssl.detach()), "supervised": float(sup.detach())}
+        return ssl + self.weight * sup
 
 
-def classifier_only(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """best.pt weights of a HybridModel reduced to the classifier's (what eval and export load)."""
-    prefix = "classifier."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+class LabelledTwoViews(Dataset):
+    """(two augmented views, the 17 labels) per image; an unreadable image is replaced by the next one."""
 
+    def __init__(self, split: SewerMLSplit, transform: Any) -> None:
+        if split.labels is None:
+            raise DataError(f"{split.csv_path}: has no label columns; hybrid pretraining needs the 17 Sewer-ML codes")
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[list[Tensor], Tensor]:
+        n = len(self.split)
+        for step in range(min(n, 64)):
+            j = (i + step) % n
+            try:
+                image = read_image(self.split.image_path(j))
+            except DataError:
+                continue
+            return self.transform(image), torch.as_tensor(self.split.labels[j], dtype=torch.float32)
+        raise DataError(f"{self.split.image_dir}: 64 consecutive images are unreadable")

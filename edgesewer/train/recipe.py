@@ -1,7 +1,7 @@
 """Training recipes: YAML files with one section per concern, validated into dataclasses.
 
-A recipe names the model, data, loop, optimiser, loss, augmentation and (for DINO pretraining
-or hybrid training) the self-distillation settings. Recipes ship in the top-level `train/`
+A recipe names the model, data, loop, optimiser, loss, augmentation and (for DINO or hybrid
+pretraining) the self-distillation settings. Recipes ship in the top-level `train/`
 folder, which the package installs as `edgesewer.recipes`; `<model>.yaml` is the supervised
 (fine-tuning) recipe and `<model>.pretrain.yaml` the DINO pretraining one.
 
@@ -36,6 +36,9 @@ class ModelSection:
     # Without pretrained weights, frozen BatchNorm is an identity and a deep ResNet's activations
     # explode (R101 layer4 std ~5e3): "data" sets its statistics from one training batch instead.
     frozen_bn_init: str = "data"  # data | none
+    # Recompute activations in the backward pass (timm's `set_grad_checkpointing`): slower steps, far less
+    # memory; what lets a 1344 px super-image train on a 24 GB GPU. A training setting, not architecture.
+    grad_checkpointing: bool = False
     kwargs: dict = field(default_factory=dict)  # extra factory arguments
 
 
@@ -46,7 +49,12 @@ class DataSection:
     train_split: str = "Train"
     val_split: str = "Val"
     fraction: float = 1.0  # random share of the training rows (data-fraction experiments: 0.1, 0.5, 1.0)
-    every_kth: int = 1  # 16 gives the "every 16th image" subset of both splits
+    every_kth: int = 1  # 16 gives the "every 16th image" subset of both splits (those without a subset CSV)
+    # Subset files listing the rows to use (MA-Q2L's SewerML_Train_sub_0.0625.csv / SewerML_Val_sub_0.0625.csv),
+    # as given or inside the data folder; absent files fall back to every subset_fallback_kth-th row (with a note).
+    train_csv: str | None = None
+    val_csv: str | None = None
+    subset_fallback_kth: int = 16
     normalization: str = "model"  # model | sewerml | imagenet
     num_workers: int = 2
     on_bad_image: str = "skip"  # skip | error
@@ -58,7 +66,7 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    mode: str = "finetune"  # finetune | linear_probe | hybrid
+    mode: str = "finetune"  # finetune | linear_probe (hybrid is a pretraining stage: dino.mode)
     epochs: int = 10
     batch_size: int = 32  # per process; the global batch is batch_size x processes x accum_steps
     accum_steps: int = 1
@@ -77,7 +85,6 @@ class TrainSection:
     drop_last: bool = False
     progress: bool = True  # rich progress bars (rank 0)
     tune_thresholds: bool = True  # per-class F2-maximising thresholds on val, stored in best.pt
-    hybrid_weight: float = 1.0  # weight of the DINO loss in hybrid mode
 
 
 @dataclass
@@ -139,6 +146,8 @@ class AugmentSection:
 
 @dataclass
 class DinoSection:
+    mode: str = "dino"  # dino (unlabelled images) | hybrid (DINO + supervised loss on labelled Sewer-ML)
+    supervised_weight: float = 1.0  # hybrid: loss = DINO + supervised_weight x supervised (the `loss` section)
     out_dim: int = 32768
     norm_last_layer: bool = True
     student_temp: float = 0.1
@@ -157,6 +166,8 @@ class DinoSection:
     freeze_last_layer: int = 1
     clip_grad: float = 3.0  # per-parameter gradient-norm clip (0: off)
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    equalize: float = 0.3  # probability of equalisation of a view
+    solarize: float = 0.3  # probability of solarisation, drawn independently of equalisation
     drop_path_rate: float = 0.1
     rankme_images: int = 2048  # validation images embedded for RankMe
 
@@ -274,9 +285,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             raise DataError(f"--set {item}: expected section.key=value, e.g. train.epochs=3")
         path, text = item.split("=", 1)
         parts = path.strip().split(".")
+        # model.kwargs.NAME sets one factory argument (a mapping field) and keeps the others.
+        entry = parts[2] if len(parts) == 3 and parts[:2] == ["model", "kwargs"] and parts[2] else None
+        if entry is not None:
+            parts = parts[:2]
         if len(parts) != 2 or (parts[0] not in SECTIONS and parts[0] != "task"):
-            raise DataError(f"--set {item}: the key must be <section>.<setting> with a section among "
-                            f"{', '.join(SECTIONS)}")
+            raise DataError(f"--set {item}: the key must be <section>.<setting> (or model.kwargs.<argument>) "
+                            f"with a section among {', '.join(SECTIONS)}")
         section, key = parts
         names = [f.name for f in dataclasses.fields(SECTIONS[section])] if section != "task" else [key]
         if key not in names:
@@ -289,6 +304,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             value = text
         target = out.get(section)
         out[section] = dict(target) if isinstance(target, dict) else {}
+        if entry is not None:
+            current = out[section].get(key)
+            value = {**(current if isinstance(current, dict) else {}), entry: value}
         out[section][key] = value
     return out
 

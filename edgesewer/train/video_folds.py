@@ -98,12 +98,37 @@ def simplex_grid(n_models: int, step: float = 0.1) -> np.ndarray:
     return np.array([[*c, units - sum(c)] for c in rows], dtype=np.float64) / units
 
 
+def with_fixed_weights(n_models: int, fixed: dict[int, float], free: np.ndarray | None = None) -> np.ndarray:
+    """Weights summing to 1 where model i (0-based) in `fixed` keeps its weight and the others share the
+    rest in proportion to `free` (equally when None). The VideoPipe report fixes Video Swin-B at 0.1."""
+    rest = [i for i in range(n_models) if i not in fixed]
+    total = float(sum(fixed.values()))
+    if any(not 0 <= i < n_models for i in fixed) or any(w < 0 for w in fixed.values()) or total > 1 + 1e-9 \
+            or (not rest and abs(total - 1) > 1e-9):
+        raise DataError(f"fixed weights {fixed} do not fit {n_models} models (0-based positions, sum at most 1)")
+    share = np.ones(len(rest)) if free is None else np.asarray(free, dtype=np.float64)
+    w = np.zeros(n_models)
+    if rest:
+        w[rest] = (1 - total) * share / share.sum()
+    for i, value in fixed.items():
+        w[i] = value
+    return w
+
+
 def fit_ensemble_weights(scores: Sequence[np.ndarray], targets: np.ndarray, step: float = 0.1,
-                         metric: Callable[[np.ndarray, np.ndarray], float] = videopipe_map) -> tuple[np.ndarray, float]:
-    """Weights (on a `step` simplex grid) maximising `metric` of the blended OOF scores; ties: the first found."""
+                         metric: Callable[[np.ndarray, np.ndarray], float] = videopipe_map,
+                         fixed: dict[int, float] | None = None) -> tuple[np.ndarray, float]:
+    """Weights (on a `step` simplex grid) maximising `metric` of the blended OOF scores; ties: the first found.
+
+    `fixed` {position: weight} keeps those models' weights (e.g. Video Swin-B at the report's 0.1) and
+    fits the others' shares of the remainder on the grid."""
     stack = np.stack([np.asarray(s, dtype=np.float64) for s in scores])  # (M, N, K)
+    fixed = dict(fixed or {})
+    n_free = len(scores) - len(fixed)
+    grid = (simplex_grid(n_free, step) if n_free > 1 else np.ones((1, max(n_free, 0))))
     best_w, best_v = None, -np.inf
-    for w in simplex_grid(len(scores), step):
+    for free in grid:
+        w = with_fixed_weights(len(scores), fixed, free) if fixed else free
         value = metric(np.tensordot(w, stack, axes=1), targets)
         if value > best_v + 1e-12:
             best_w, best_v = w, value

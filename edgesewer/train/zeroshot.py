@@ -228,7 +228,7 @@ def build_zeroshot_model(recipe: Recipe) -> tuple[nn.Module, ModelCfg, dict[str,
     model = create_model(recipe.model.name, pretrained=recipe.model.pretrained, **kwargs)
     if not recipe.model.pretrained and init_distributed().is_main:
         print(f"warning: {recipe.model.name} trains on a randomly initialised, frozen CLIP; zero-shot transfer "
-              "needs CLIP's weights: --set model.pretrained=true (downloads OpenAI's ViT-B/16 once)")
+              "needs CLIP's weights: model.pretrained=true (the sfr-net recipe's default)")
     arch_kw = {**kwargs, "class_texts": model.class_texts.as_rows()}  # the texts travel with the checkpoint
     cfg: ModelCfg = model.cfg
     stats = {"sewerml": (SEWERML_MEAN, SEWERML_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}

@@ -5,14 +5,21 @@ projection (SFR-Net uses the class token for the global score and the patch toke
 one); `encode_text` is CLIP's usual end-of-text pooling plus projection.
 
 Architectures: `ViT-B-16-quickgelu` is OpenAI's CLIP ViT-B/16 (QuickGELU, as it was trained);
-`tiny` is a small configuration of the same code that trains on a CPU in tests. Weights come from
-open_clip's "openai" tag only when asked (`pretrained=True`, needs internet); otherwise the towers
-are randomly initialised and nothing is downloaded.
+`tiny` is a small configuration of the same code that trains on a CPU in tests.
+
+Weights (`pretrained=True`): OpenAI's ViT-B/16 as open_clip publishes it on the Hugging Face hub
+(`timm/vit_base_patch16_clip_224.openai`), read from the hub cache (`HF_HUB_CACHE`, else
+`$HF_HOME/hub`, else `~/.cache/huggingface/hub`) or from the file `EDGESEWER_CLIP_WEIGHTS` names.
+When they are not there, one download is tried unless `HF_HUB_OFFLINE` is set; failing that,
+`ModelNotFound` says in one line where the weights were looked for and the command that fetches
+them. `pretrained=False` builds randomly initialised towers and touches no file or network.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -41,6 +48,7 @@ class ClipArch:
     text_heads: int
     open_clip_name: str | None = None  # built-in open_clip name, when weights exist for it
     pretrained_tag: str | None = None
+    hf_repo: str | None = None  # where open_clip's hub copy of those weights lives
 
     def open_clip_cfg(self) -> dict:
         return {
@@ -55,10 +63,80 @@ class ClipArch:
 
 
 CLIP_ARCHS: dict[str, ClipArch] = {
-    "ViT-B-16": ClipArch(512, 224, 16, 768, 12, 12, 512, 12, 8, "ViT-B-16-quickgelu", "openai"),
+    "ViT-B-16": ClipArch(512, 224, 16, 768, 12, 12, 512, 12, 8, "ViT-B-16-quickgelu", "openai",
+                         "timm/vit_base_patch16_clip_224.openai"),
     # Same code, CPU-sized: 64 px images (4 x 4 patches), two blocks per tower.
     "tiny": ClipArch(64, 64, 16, 64, 2, 2, 64, 2, 2),
 }
+
+
+CLIP_WEIGHTS_ENV = "EDGESEWER_CLIP_WEIGHTS"  # a weights file to use instead of the hub cache
+HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's names, preferred first
+
+
+def clip_cache_dir() -> Path:
+    """The Hugging Face hub cache, resolved now from the environment (as huggingface_hub does)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def download_command(spec: ClipArch, cache: Path | None = None) -> str:
+    """The shell command that puts `spec`'s weights into the hub cache."""
+    cache = cache if cache is not None else clip_cache_dir()
+    return f"hf download {spec.hf_repo} {HUB_WEIGHT_FILES[0]} --cache-dir {cache}"
+
+
+def cached_clip_weights(spec: ClipArch, cache: Path | None = None) -> Path | None:
+    """The weights file of `spec` in the hub cache (or `EDGESEWER_CLIP_WEIGHTS`), None when absent."""
+    override = os.environ.get(CLIP_WEIGHTS_ENV)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise ModelNotFound(f"{CLIP_WEIGHTS_ENV}={override}: no such file")
+        return path
+    if spec.hf_repo is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = cache if cache is not None else clip_cache_dir()
+    for filename in HUB_WEIGHT_FILES:
+        found = try_to_load_from_cache(spec.hf_repo, filename, cache_dir=str(cache))
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _pretrained_clip(arch: str, spec: ClipArch):
+    """open_clip model with OpenAI's weights: from the cache, else one download unless offline."""
+    import open_clip
+
+    if spec.open_clip_name is None:
+        raise ModelNotFound(f"CLIP architecture {arch!r} has no pretrained weights; use ViT-B-16")
+    cache = clip_cache_dir()
+    local = cached_clip_weights(spec, cache)
+    missing = (f"CLIP {arch} weights ({spec.pretrained_tag}) are not in {cache / ('models--' + spec.hf_repo.replace('/', '--'))}"
+               if spec.hf_repo else f"CLIP {arch} weights are not available")
+    hint = f"download them once with `{download_command(spec, cache)}` (or set model.pretrained=false for a plumbing-only run)"
+    if local is not None:
+        try:
+            return open_clip.create_model(spec.open_clip_name, pretrained=str(local))
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say which one, on one line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelNotFound(f"{local}: cannot load CLIP {arch} weights ({first}); {hint}") from None
+    if _offline():
+        raise ModelNotFound(f"{missing} and HF_HUB_OFFLINE is set; {hint}")
+    try:
+        return open_clip.create_model(spec.open_clip_name, pretrained=spec.pretrained_tag, cache_dir=str(cache))
+    except Exception as exc:  # noqa: BLE001 - no network, proxy, hub error: all end in the same advice
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelNotFound(f"{missing} and the download failed ({first[:120]}); {hint}") from None
 
 
 def build_clip(arch: str = "ViT-B-16", pretrained: bool = False) -> nn.Module:
@@ -69,13 +147,7 @@ def build_clip(arch: str = "ViT-B-16", pretrained: bool = False) -> nn.Module:
         raise ModelNotFound(f"unknown CLIP architecture {arch!r}; choose from {', '.join(CLIP_ARCHS)}")
     spec = CLIP_ARCHS[arch]
     if pretrained:
-        if spec.open_clip_name is None:
-            raise ModelNotFound(f"CLIP architecture {arch!r} has no pretrained weights; use ViT-B-16")
-        try:
-            model = open_clip.create_model(spec.open_clip_name, pretrained=spec.pretrained_tag)
-        except RuntimeError as exc:
-            raise ModelNotFound(f"could not load CLIP {spec.open_clip_name} weights ({spec.pretrained_tag}): "
-                                f"{str(exc).splitlines()[0]}; check the internet connection") from None
+        model = _pretrained_clip(arch, spec)
     else:
         cfg = spec.open_clip_cfg()
         model = open_clip.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=True)

@@ -4,6 +4,7 @@ Global: cosine between the image's class token and each class's text embedding.
 Local: each class attends over the patches by their cosine to its text (softmax over patches),
 the attended patch features go through two residual MLP blocks and a linear layer to one number.
 The initial score of a class is global + local; there is no learnt logit scale (as in SFR-Net).
+`local=False` drops the local path (the paper's MEF ablation): the score is the global cosine alone.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ class ResidualMLPBlock(nn.Module):
 class MEFHead(nn.Module):
     """Scores [B, C] from image tokens [B, 1 + N, D] and class text embeddings [C, D]."""
 
-    def __init__(self, dim: int = 512, hidden: int = 1024, blocks: int = 2, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int = 512, hidden: int = 1024, blocks: int = 2, dropout: float = 0.1,
+                 local: bool = True) -> None:
         super().__init__()
-        self.local_mlp = nn.Sequential(*[ResidualMLPBlock(dim, hidden, dropout) for _ in range(blocks)])
-        self.local_out = nn.Linear(dim, 1)
+        self.local = bool(local)
+        if self.local:  # without it there are no local parameters at all (nothing to train or export)
+            self.local_mlp = nn.Sequential(*[ResidualMLPBlock(dim, hidden, dropout) for _ in range(blocks)])
+            self.local_out = nn.Linear(dim, 1)
 
     @staticmethod
     def global_scores(cls_token: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -50,6 +54,8 @@ class MEFHead(nn.Module):
         tokens = F.normalize(tokens, dim=-1)
         text = F.normalize(text, dim=-1)
         glob = self.global_scores(tokens[:, 0], text)
+        if not self.local:
+            return glob
         pooled = self.local_features(tokens[:, 1:], text)
         local = self.local_out(self.local_mlp(pooled)).squeeze(-1)
         return glob + local

@@ -8,8 +8,11 @@ class text file: scoring a class the model was not trained on only needs its tex
 zero-shot trainer sets `active_classes` to the seen ones). The class graph of a subset is the
 matching block of the full normalised adjacency, as in the reference implementation.
 
-Registered as `sfr-net` (CLIP ViT-B/16 at 224, `pretrained=True` loads OpenAI's weights) and
-`sfr-net-tiny` (a CPU-sized CLIP of the same code at 64 px, for tests and smoke runs).
+Registered as `sfr-net` (CLIP ViT-B/16 at 224; OpenAI's weights by default, from the local cache,
+see `clip_backbone.build_clip`) and `sfr-net-tiny` (a CPU-sized CLIP of the same code at 64 px, for
+tests and smoke runs, never pretrained). Ablation switches, passed like any factory argument
+(recipe `model.kwargs`): `mef_local=False` keeps only MEF's global score, `graph_threshold` sets the
+class graph's cosine cut.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from edgesewer.errors import DataError
 from edgesewer.modelcfg import ModelCfg
 from edgesewer.models._registry import register_model
 from edgesewer.models.sfrnet.adapters import ADAPTER_KEY, adapters_disabled
-from edgesewer.models.sfrnet.class_texts import ClassTexts, load_class_texts
+from edgesewer.models.sfrnet.class_texts import ClassTexts, load_authors_texts, load_class_texts
 from edgesewer.models.sfrnet.clip_backbone import (
     CLIP_ARCHS,
     CLIP_MEAN,
@@ -46,11 +49,11 @@ class SFRNet(nn.Module):
 
     def __init__(self, backbone: ClipBackbone, class_texts: ClassTexts, cfg: ModelCfg,
                  graph_threshold: float = GRAPH_THRESHOLD, mef_blocks: int = 2, mef_dropout: float = 0.1,
-                 gcn_hidden: int = 64, gcn_dropout: float = 0.5) -> None:
+                 gcn_hidden: int = 64, gcn_dropout: float = 0.5, mef_local: bool = True) -> None:
         super().__init__()
         dim = backbone.embed_dim
         self.backbone = backbone
-        self.mef = MEFHead(dim, 2 * dim, mef_blocks, mef_dropout)  # ViT-B/16: 512 -> 1024 -> 512
+        self.mef = MEFHead(dim, 2 * dim, mef_blocks, mef_dropout, local=mef_local)  # ViT-B/16: 512 -> 1024 -> 512
         self.gcn = GCNRefiner(gcn_hidden, gcn_dropout)
         self.graph_threshold = graph_threshold
         self.class_texts = class_texts
@@ -126,41 +129,69 @@ def _sfrnet_cfg(name: str, arch: str) -> ModelCfg:
         classes=SEWER_CODES,
         interpolation="bicubic",
         paper=_PAPER,
-        extra={"arch": arch, "seen": list(ZS_SEEN), "unseen": list(ZS_UNSEEN), "graph_threshold": GRAPH_THRESHOLD},
+        extra={"arch": arch, "seen": list(ZS_SEEN), "unseen": list(ZS_UNSEEN), "graph_threshold": GRAPH_THRESHOLD,
+               "mef_local": True},
     )
 
 
 def resolve_class_texts(class_texts: Any) -> ClassTexts:
-    """A ClassTexts from a path, `[[code, name, text], ...]` rows (checkpoints), an instance, or None (shipped)."""
+    """A ClassTexts from a path, `[[code, name, text], ...]` rows (checkpoints), an instance, or None (shipped).
+
+    A path ending in `_de.txt`/`_ep.txt` is read in the SFR-Net authors' format; so is a mapping
+    `{texts: <set>_de.txt, phrases: <set>_ep.txt, classes: [seen.txt, unseen.txt]}` (phrases and
+    classes optional, see `class_texts.load_authors_texts`).
+    """
     if class_texts is None or isinstance(class_texts, (str, bytes)) or hasattr(class_texts, "__fspath__"):
         return load_class_texts(class_texts)
     if isinstance(class_texts, ClassTexts):
         return class_texts
+    if isinstance(class_texts, dict):
+        unknown = sorted(set(class_texts) - {"texts", "phrases", "classes"})
+        if unknown or "texts" not in class_texts:
+            raise DataError(f"class_texts: expected {{texts: <set>_de.txt, phrases: <set>_ep.txt, classes: "
+                            f"[seen.txt, unseen.txt]}}, got keys {', '.join(map(str, class_texts)) or 'none'}")
+        return load_authors_texts(class_texts["texts"], class_texts.get("phrases"), class_texts.get("classes"))
     return ClassTexts.from_rows(class_texts)
+
+
+def _building_on_meta() -> bool:
+    """True inside `with torch.device("meta")` (e.g. counting parameters): there are no weights to load."""
+    get_default = getattr(torch, "get_default_device", None)
+    return get_default is not None and get_default().type == "meta"
 
 
 def create_sfrnet(name: str, arch: str, pretrained: bool = False, class_texts: Any = None,
                   img_size: int | None = None, adapter_bottleneck: int = 128, adapter_dropout: float = 0.1,
-                  graph_threshold: float = GRAPH_THRESHOLD, **kwargs: Any) -> SFRNet:
-    """Build SFR-Net on CLIP `arch`; class texts from a file, rows or the shipped Sewer-ML file."""
+                  graph_threshold: float = GRAPH_THRESHOLD, mef_local: bool = True, **kwargs: Any) -> SFRNet:
+    """Build SFR-Net on CLIP `arch`; class texts from a file, rows or the shipped Sewer-ML file.
+
+    `pretrained` loads OpenAI's CLIP weights from the local cache (`ModelNotFound` naming the cache
+    and the download command when they are not there); `mef_local=False` is MEF without its local
+    path; `graph_threshold` is the cosine above which two class names are linked in the graph.
+    """
     if kwargs:
         raise TypeError(f"{name}: unexpected argument(s) {', '.join(sorted(kwargs))}")
     size = CLIP_ARCHS[arch].image_size
     if img_size is not None and int(img_size) != size:
         raise DataError(f"{name}: input size is fixed at {size} by CLIP's position embedding, not {img_size}")
     texts = resolve_class_texts(class_texts)
-    backbone = ClipBackbone(build_clip(arch, pretrained), adapter_bottleneck, adapter_dropout)
+    load_weights = bool(pretrained) and not _building_on_meta()
+    backbone = ClipBackbone(build_clip(arch, load_weights), adapter_bottleneck, adapter_dropout)
     cfg = _sfrnet_cfg(name, arch)
     cfg = dataclasses.replace(cfg, classes=texts.codes, extra={
-        **cfg.extra, "graph_threshold": graph_threshold, "pretrained": "openai" if pretrained else None,
-        "class_texts": texts.as_rows()})
-    return SFRNet(backbone, texts, cfg, graph_threshold=graph_threshold)
+        **cfg.extra, "graph_threshold": graph_threshold, "mef_local": bool(mef_local),
+        "pretrained": "openai" if load_weights else None, "class_texts": texts.as_rows()})
+    return SFRNet(backbone, texts, cfg, graph_threshold=graph_threshold, mef_local=mef_local)
 
 
 @register_model(_sfrnet_cfg("sfr-net", "ViT-B-16"))
-def sfr_net(**kwargs: Any) -> SFRNet:
-    """SFR-Net on CLIP ViT-B/16 (224 px); `pretrained=True` loads OpenAI CLIP weights (internet)."""
-    return create_sfrnet("sfr-net", "ViT-B-16", **kwargs)
+def sfr_net(pretrained: bool = True, **kwargs: Any) -> SFRNet:
+    """SFR-Net on CLIP ViT-B/16 (224 px) with OpenAI's CLIP weights (from the local cache) unless `pretrained=False`.
+
+    On a random CLIP the frozen towers mean nothing, so the weights are the default; `pretrained=False`
+    is for plumbing tests and for rebuilding a checkpoint (which carries every weight itself).
+    """
+    return create_sfrnet("sfr-net", "ViT-B-16", pretrained=pretrained, **kwargs)
 
 
 @register_model(_sfrnet_cfg("sfr-net-tiny", "tiny"))
