@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgesewer.cli._detection_options import CrackMinAreaOpt, SegThresholdOpt, SmoothOpt, ThresholdOpt
 from edgesewer.cli._errors import one_line_errors
 
 
@@ -49,12 +50,10 @@ def batch_command(
         Optional[int], typer.Option(help="ONNX Runtime threads per video (default: --cpus-per-task)", min=1)
     ] = None,
     save_video: Annotated[bool, typer.Option(help="also write each video's annotated.mp4")] = False,
-    threshold: Annotated[
-        Optional[str], typer.Option(help="override the sidecar's thresholds: 0.4 or RB=0.3,OB=0.6")
-    ] = None,
-    smooth: Annotated[str, typer.Option(help="temporal smoothing: none, ema[:ALPHA] or kofn:K/N")] = "none",
-    seg_threshold: Annotated[float, typer.Option(help="crack probability threshold")] = 0.5,
-    crack_min_area: Annotated[float, typer.Option(help="ignore crack blobs smaller than this (frame pixels)")] = 30.0,
+    threshold: ThresholdOpt = None,
+    smooth: SmoothOpt = "none",
+    seg_threshold: SegThresholdOpt = 0.5,
+    crack_min_area: CrackMinAreaOpt = 30.0,
     frames_per_call: Annotated[int, typer.Option(help="frames per inference call (edgesewer run --batch)",
                                                  min=1)] = 1,
     merge_gap: Annotated[float, typer.Option(help="seconds a code may be off inside one defect segment")] = 0.5,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgesewer.cli._detection_options import CrackMinAreaOpt, SegThresholdOpt, SmoothOpt, ThresholdOpt
 from edgesewer.cli._errors import one_line_errors
 
 
@@ -64,12 +65,10 @@ def run_command(
     report: Annotated[
         Optional[Path], typer.Option(help="write report.json, report.html and snapshots into this folder")
     ] = None,
-    threshold: Annotated[
-        Optional[str], typer.Option(help="override the sidecar's thresholds: 0.4 or RB=0.3,OB=0.6")
-    ] = None,
-    smooth: Annotated[str, typer.Option(help="temporal smoothing: none, ema[:ALPHA] or kofn:K/N")] = "none",
-    seg_threshold: Annotated[float, typer.Option(help="crack probability threshold")] = 0.5,
-    crack_min_area: Annotated[float, typer.Option(help="ignore crack blobs smaller than this (frame pixels)")] = 30.0,
+    threshold: ThresholdOpt = None,
+    smooth: SmoothOpt = "none",
+    seg_threshold: SegThresholdOpt = 0.5,
+    crack_min_area: CrackMinAreaOpt = 30.0,
     seg_tiles: Annotated[
         bool, typer.Option(help="segment full-resolution overlapping tiles instead of a resized frame")
     ] = False,
