@@ -163,25 +163,22 @@ class InspectionPipeline:
             options.distance, options.telemetry, live=source.is_live, clock_origin=source.clock_origin,
             ocr_every=options.ocr_every, roi=parse_roi(options.ocr_roi) if options.ocr_roi else None,
         )
-        try:
-            self.sink = open_sink(self.output, source.fps, on_status=self.status.message)
-        except BaseException:
-            if self.distance is not None:
-                self.distance.close()  # a telemetry listener already holds its UDP port
-            raise
         # Clip mode: the last window's worth of frame distances, and those of every window's first and last
         # frame (two per window, like the predictions the clip model keeps) for the clip events and segments.
         span_frames = int(((clip.span_s if clip is not None else 0.0) + 1.0) * fps * 1.5) + 16
         self._recent_distances: deque[tuple[int, FrameDistance]] = deque(maxlen=span_frames)
         self._clip_distances: dict[int, FrameDistance] = {}
-        # Last, so that a bad option above leaves no half-opened event log behind.
+        self.sink = None
         try:
+            self.sink = open_sink(self.output, source.fps, on_status=self.status.message)
+            # Last, so that a bad option above leaves no half-opened event log behind.
             self.events = EventWriter(options.events, every_frame=options.events_every_frame)
         except BaseException:
+            # Release what already holds a port: a telemetry listener (UDP), a live view (TCP).
             if self.distance is not None:
                 self.distance.close()
             if self.sink is not None:
-                self.sink.close()  # a live view already listens on its port
+                self.sink.close()
             raise
         self._started = utc_now()
         self._interrupts = 0  # Ctrl-C / SIGTERM received during this run
