@@ -16,7 +16,7 @@ from edgesewer.errors import DataError, EdgesewerError, ExportError
 
 RANDOM = "random"
 # Export order for missing precisions: int8 first, because on ort-cpu it also writes int8-cpu and fp32.
-EXPORT_ORDER = ("int8", "fp16", "int8-cpu", "fp32")
+EXPORT_ORDER = ("int8", "fp16", "int8-fp16", "int8-cpu", "fp32")
 
 
 def is_sewerml_dir(path: Path) -> bool:

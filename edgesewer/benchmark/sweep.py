@@ -36,8 +36,8 @@ from edgesewer.benchmark.measure import (
 )
 from edgesewer.benchmark.timing import TimingPlan
 from edgesewer.errors import EdgesewerError
+from edgesewer.precisions import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 BACKENDS = ("ort", "tensorrt")
 DEFAULT_MODELS = ("vit-t-dino", "ma-q2l-r101", "scnet")
 

@@ -17,7 +17,7 @@ from edgesewer.cli._trust import TrustCheckpointOpt, checkpoint_trust
 @one_line_errors
 def benchmark_command(
     models: Annotated[str, typer.Option(help="Comma list of model names.")] = "vit-t-dino,ma-q2l-r101,scnet",
-    precisions: Annotated[str, typer.Option(help="Comma list of fp32, fp16, int8, int8-cpu.")] = "fp32,fp16,int8",
+    precisions: Annotated[str, typer.Option(help="Comma list of fp32, fp16, int8, int8-fp16, int8-cpu.")] = "fp32,fp16,int8",
     backend: Annotated[str, typer.Option(help="ort | tensorrt.")] = "ort",
     data: Annotated[Optional[Path], typer.Option(
         help="Labelled set: a Sewer-ML folder or a root with sewerml/ + crack/ + videos/ (default: the synthetic set).")

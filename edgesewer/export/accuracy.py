@@ -28,10 +28,10 @@ from edgesewer.export.calibrate import (
 from edgesewer.export.metadata import read_sidecar, sidecar_path_for
 from edgesewer.metrics.sewerml import evaluate_sewerml
 from edgesewer.modelcfg import ModelCfg
+from edgesewer.precisions import PRECISIONS
 
 CLASSIFY_KEYS = ("F2_CIW", "F1_Normal", "mAP")
 SEGMENT_KEYS = ("ODS", "OIS", "AUPRC", "IoU", "region_F1")
-PRECISION_ORDER = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 
 
 # The metric the export gate holds each precision to: the task's main benchmark metric.
@@ -187,7 +187,7 @@ def accuracy_report(artifacts: Sequence[str | Path], data_dir: str | Path, max_i
     cfg = ModelCfg.from_dict(sidecars[0][1]["model_cfg"])
     images = evaluation_set(data_dir, cfg.task, max_images)
     rows = []
-    for artifact, sidecar in sorted(sidecars, key=lambda item: PRECISION_ORDER.index(item[1]["precision"])):
+    for artifact, sidecar in sorted(sidecars, key=lambda item: PRECISIONS.index(item[1]["precision"])):
         model_file = artifact if artifact.suffix == ".onnx" else sidecar_path_for(artifact).with_name(sidecar["file"])
         metrics, _ = score_onnx(model_file, cfg, images, batch, progress=progress)
         calib = sidecar.get("calibration") or {}

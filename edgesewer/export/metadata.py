@@ -17,9 +17,9 @@ from typing import Any
 
 from edgesewer import __version__
 from edgesewer.errors import DataError
+from edgesewer.precisions import PRECISIONS  # noqa: F401  (re-exported: part of the sidecar contract)
 
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 TARGETS = ("ort-cpu", "tensorrt")
 # Keys every sidecar carries; readers may rely on them being present (null where not applicable).
 REQUIRED_KEYS = (

@@ -23,13 +23,13 @@ from edgesewer.export.metadata import artifact_stem, build_sidecar, sha256_file,
 from edgesewer.export.profiles import BatchProfile, TargetProfile, default_profile_name, load_profile
 from edgesewer.export.summary import followup_commands
 from edgesewer.modelcfg import ModelCfg
+from edgesewer.precisions import PRECISIONS
 from edgesewer.taxonomy import SEWER_CODES
 
 if TYPE_CHECKING:
     from edgesewer.export.calibrate import Calibration, ImageSet
     from edgesewer.export.weights import LoadedModel
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 VIDEO_ACCURACY = ("a video (super-image) model is not measured on Sewer-ML stills; score the checkpoint on "
                   "labelled clips with `edgesewer video predict` and `edgesewer video eval`")
 

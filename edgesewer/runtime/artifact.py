@@ -19,10 +19,10 @@ import numpy as np
 
 from edgesewer.errors import BackendError
 from edgesewer.modelcfg import ModelCfg
+from edgesewer.precisions import PRECISIONS
 
 SIDECAR_FORMAT_VERSION = 1
 TASKS = ("classify", "segment", "video", "zeroshot")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16", "int8-cpu")
 REQUIRED_FIELDS = ("format_version", "model", "task", "precision", "file", "model_cfg", "inputs", "outputs")
 # Which output a task must have, by the name the export contract gives it.
 TASK_OUTPUT = {"classify": "logits", "video": "logits", "zeroshot": "logits", "segment": "prob"}
