@@ -45,6 +45,9 @@ class TrainConfig:
     batch_size: int = 32  # per process
     accum_steps: int = 1
     amp: bool = True  # bf16 (or fp16 + GradScaler) on CUDA only; ignored on CPU
+    # bf16 autocast on a CPU whose oneDNN has native bf16 (AVX512-BF16, AMX); ignored elsewhere. Weights and
+    # losses stay fp32. SCNet steps are 1.75x faster with it on the 2-core CI machine (AVX512-BF16).
+    cpu_bf16: bool = False
     ema_decay: float | None = None
     ema_select: bool = True  # with EMA: validate raw and EMA weights, keep the better (MA-Q2L)
     monitor: str = "F2_CIW"
@@ -64,6 +67,14 @@ class TrainConfig:
     eval_batch_size: int | None = None
     drop_last: bool = False
     progress: bool = True
+
+
+def cpu_has_native_bf16() -> bool:
+    """Does oneDNN run bf16 natively here? Elsewhere bf16 autocast on a CPU is emulated and slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
@@ -110,6 +121,8 @@ class Trainer:
         self.amp_dtype: torch.dtype | None = None
         if cuda and cfg.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif self.device.type == "cpu" and cfg.cpu_bf16 and cpu_has_native_bf16():
+            self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.train_model: nn.Module = self.model
         if self.dist.distributed:
@@ -152,7 +165,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:

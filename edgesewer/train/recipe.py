@@ -71,6 +71,7 @@ class TrainSection:
     batch_size: int = 32  # per process; the global batch is batch_size x processes x accum_steps
     accum_steps: int = 1
     amp: bool = True
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 (see TrainConfig)
     ema_decay: float | None = None
     ema_select: bool = True
     monitor: str = "F2_CIW"
