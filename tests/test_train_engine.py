@@ -255,3 +255,22 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path):
     trainer.save("pre.pt", {"loss": 0.0})
     with pytest.raises(ModelNotFound, match="pre.pt: is a dino-pretrain checkpoint of tiny, not a classify one"):
         _trainer(tmp_path / "b", resume=tmp_path / "a" / "pre.pt")
+
+
+def test_cpu_bf16_runs_linear_layers_in_bf16_and_keeps_fp32_weights(tmp_path):
+    from edgesewer.train.engine import cpu_has_native_bf16
+
+    seen = []
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    model[2].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    trainer = _trainer(tmp_path, model=model, epochs=2, cpu_bf16=True)
+    before = _mean_bce(trainer.model, trainer.val_loader, "cpu")["loss"]
+    seen.clear()
+    best = trainer.fit()
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32  # emulated bf16 would be slower
+    assert set(seen) == {expected}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert best["loss"] < before  # it still learns
+    seen.clear()
+    _trainer(tmp_path / "fp32", model=model, epochs=1).fit()  # off by default: fp32 on a CPU
+    assert set(seen) == {torch.float32}
