@@ -1,7 +1,7 @@
 """Sliding-window inference for frames larger than the model input, with smooth overlap blending.
 
 Crawler cameras give 720p or 1080p frames; the crack model is trained on 256x256 crops. The frame
-is covered by model-size tiles that overlap by `overlap` pixels (a quarter tile unless told:
+is covered by model-size tiles that overlap by `overlap` pixels (half a tile unless told:
 `tile_overlap`, the one value the runtime, `edgesewer eval`, the export accuracy report, the
 benchmark and training validation share, so a model has one ODS) (the last tile in each direction
 is moved flush with the border, so no padding is needed unless the frame is smaller than a tile).
@@ -24,8 +24,12 @@ WEIGHT_FLOOR = 0.01  # weight at a tile's very border, relative to 1 at its cent
 
 
 def tile_overlap(tile: int) -> int:
-    """Overlap between neighbouring tiles: a quarter tile (64 px for SCNet's 256-px crops)."""
-    return tile // 4
+    """Overlap between neighbouring tiles: half a tile (128 px for SCNet's 256-px crops).
+
+    Chosen on CrackForest's validation images (issue 14): half instead of a quarter raised validation ODS by
+    0.25 and 0.9 points for two CPU-trained scnet checkpoints (test: +0.4, +0.9), at about 1.9x the tiles
+    (a 480x320 image: 28 tiles of 128 px instead of 15)."""
+    return tile // 2
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
