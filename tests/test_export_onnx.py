@@ -119,6 +119,19 @@ def test_parity_measures_by_hand():
     assert compare_outputs(prob_ref, prob_cand, "segment").decision_agreement == pytest.approx(2 * 3 / 8)
 
 
+def test_a_graph_onnx_runtime_cannot_run_is_a_one_line_export_error(tmp_path):
+    """What a broken simplification looked like (Video Swin-B's zero-size ScatterND): a run-time failure."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 5])  # 3 values cannot become 5
+    graph = helper.make_graph([helper.make_node("Reshape", ["input", "shape"], ["logits"])], "broken",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [shape])
+    path = tmp_path / "broken.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ExportError, match=r"^broken.onnx: ONNX Runtime cannot run the exported graph \(.*\); "
+                                          r"if it was simplified, retry with --no-simplify$"):
+        onnx_outputs(path, np.zeros((1, 3), np.float32))
+
+
 def test_opset16_decomposes_layernorm(tmp_path):
     model, cfg = make_vit(imgsz=32)
     export_onnx(model, cfg, tmp_path / "v16.onnx", opset=16)

@@ -398,3 +398,14 @@ def test_real_tensorrt_builds_a_tiny_engine(tmp_path):
     assert engine_out.shape == reference.shape == (3, 192)
     np.testing.assert_allclose(engine_out, reference, rtol=1e-3, atol=1e-3)
     assert np.abs(reference).max() > 0.5  # layer-normalised values, not zeros that would match anything
+
+
+def test_frame_stack_profile_keeps_the_time_axis(tmp_path):
+    """A frame-stack video model (Video Swin, input [B, T, 3, S, S]): the profile's shapes keep all five axes."""
+    artifact = onnx_artifact(tmp_path)
+    sidecar = read_sidecar(artifact)
+    sidecar["inputs"][0]["shape"] = [-1, 4, 3, 8, 8]
+    write_sidecar(artifact, sidecar)
+    trt = fake_tensorrt("10.3")
+    build_from_artifact(artifact, trt=trt, gpu=ORIN, jetson=JETSON, cache_dir=tmp_path / "cache")
+    assert ("set_shape", "input", (1, 4, 3, 8, 8), (2, 4, 3, 8, 8), (4, 4, 3, 8, 8)) in trt.calls

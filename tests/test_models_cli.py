@@ -27,8 +27,11 @@ def test_models_json_lists_names_tasks_sizes_and_params():
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert {"vit-t", "vit-s", "vit-t-dino", "vit-s-dino", "q2l-r101", "ma-q2l-r101"} <= set(rows)
-    assert rows["vit-t"] == {"name": "vit-t", "task": "classify", "input_size": 224, "params": 5_527_697,
-                             "params_without_attention": None, "edge": True, "status": "ready"}
+    assert rows["vit-t"] == {"name": "vit-t", "task": "classify", "input_size": 224, "frames": None,
+                             "params": 5_527_697, "params_without_attention": None, "edge": True, "status": "ready"}
+    assert rows["video-swin3d-b"] == {"name": "video-swin3d-b", "task": "video", "input_size": 224, "frames": 32,
+                                      "params": 87_656_409, "params_without_attention": None, "edge": False,
+                                      "status": "ready"}
     assert rows["vit-s-dino"]["params"] == 21_672_209
     assert rows["q2l-r101"]["params"] == 193_543_377
     assert rows["ma-q2l-r101"]["input_size"] == 448 and rows["ma-q2l-r101"]["params"] == 227_157_201
@@ -53,5 +56,7 @@ def test_models_table():
     result = CliRunner().invoke(_app(), ["models"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "ma-q2l-r101" in result.stdout and "227.16M" in result.stdout and "5.53M" in result.stdout
+    swin = next(line for line in result.stdout.splitlines() if "video-swin3d-b" in line)
+    assert "32x224" in swin and "87.66M" in swin  # a frame stack: T x side
     wide = CliRunner().invoke(_app(), ["models"], env={"COLUMNS": "220"})
     assert "143.23M w/o attention" in wide.stdout and "edge: at most 30M parameters" in wide.stdout

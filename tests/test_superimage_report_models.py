@@ -164,6 +164,21 @@ def test_video_swin_onnx_parity(tmp_path):
     assert _parity(tmp_path, model, cfg) < 1e-3
 
 
+@pytest.mark.parametrize("size,window,shift", [
+    ((16, 56, 56), (8, 7, 7), (4, 3, 3)),  # stage 1 of the real 32 x 224 input
+    ((16, 7, 7), (8, 7, 7), (4, 0, 0)),  # stage 4: the window fills H and W, no shift there (empty slices)
+    ((2, 21, 21), (2, 7, 7), (0, 3, 3))])  # 4 frames of 64 px: the window fills T
+def test_video_swin_traced_masks_equal_torchvision(size, window, shift):
+    """The constant-label masks the ONNX export traces are torchvision's shifted-window masks."""
+    from torchvision.models.video.swin_transformer import _compute_attention_mask_3d
+
+    from edgesewer.models.videoswin import _constant_attention_mask
+
+    x = torch.zeros(1)
+    traced = _constant_attention_mask(x, size, window, shift)
+    assert torch.equal(traced, _compute_attention_mask_3d(x, size, window, shift))
+
+
 def test_export_inputs_of_video_swin_are_frame_stacks():
     """Calibration/parity inputs of the export stage: T copies of each still, [N, T, 3, S, S]."""
     from edgesewer.export.calibrate import input_preparer

@@ -33,6 +33,8 @@ def export_command(
     calib_method: Annotated[Optional[str], typer.Option(help="entropy | percentile | minmax.")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Largest batch the engine takes (profile max).")] = None,
     imgsz: Annotated[Optional[int], typer.Option(help="Input side in pixels (default: the model's).")] = None,
+    frames: Annotated[Optional[int], typer.Option(
+        help="Frame-stack video models (video-swin3d-b): frames per input (default: the weights', 32).")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default 17; 16 for JetPack 5).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/export/<model>/).")] = None,
     profile: Annotated[Optional[str], typer.Option(
@@ -63,8 +65,8 @@ def export_command(
     console = Console()
     options = ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
                             calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
-                            imgsz=imgsz, opset=opset, out=out, simplify=simplify, accuracy=accuracy, classes=classes,
-                            max_fp16_loss=max_fp16_loss, max_int8_loss=max_int8_loss,
+                            imgsz=imgsz, frames=frames, opset=opset, out=out, simplify=simplify, accuracy=accuracy,
+                            classes=classes, max_fp16_loss=max_fp16_loss, max_int8_loss=max_int8_loss,
                             accept_accuracy_loss=accept_accuracy_loss)
     with checkpoint_trust(trust_checkpoint):
         result = run_export(options, log=lambda line: console.print(line, highlight=False))

@@ -64,8 +64,9 @@ def count_parameters(name: str, without_attention: bool = False) -> int:
 
 
 def zoo_rows() -> list[dict[str, Any]]:
-    """One dict per registered model: name, task, input_size, params (int, or None if it cannot be built),
-    params_without_attention (int for models counted both ways, else None), edge (bool or None), status."""
+    """One dict per registered model: name, task, input_size, frames (frame-stack video models, else None),
+    params (int, or None if it cannot be built), params_without_attention (int for models counted both ways,
+    else None), edge (bool or None), status."""
     from edgesewer.models import get_entry, list_models
 
     rows = []
@@ -86,6 +87,7 @@ def zoo_rows() -> list[dict[str, Any]]:
             "name": name,
             "task": entry.cfg.task,
             "input_size": entry.cfg.input_size,
+            "frames": entry.cfg.input_shape[0] if len(entry.cfg.input_shape) == 4 else None,  # [T, C, S, S]
             "params": params,
             "params_without_attention": no_attention,
             "edge": None if params is None else params <= EDGE_MAX_PARAMS,
@@ -120,7 +122,8 @@ def models_command(
         if row["params_without_attention"] is not None:
             params += f" ({_millions(row['params_without_attention'])} w/o attention)"
         edge = "?" if row["edge"] is None else "yes" if row["edge"] else "no"
-        table.add_row(row["name"], row["task"], str(row["input_size"]), params, edge, row["status"])
+        size = f"{row['frames']}x{row['input_size']}" if row["frames"] else str(row["input_size"])
+        table.add_row(row["name"], row["task"], size, params, edge, row["status"])
     Console().print(table)
     Console().print(f"edge: at most {EDGE_MAX_PARAMS / 1e6:.0f}M parameters (fits an 8 GB Jetson next to the "
                     "video pipeline); w/o attention: without the transformer's attention modules, as the MA-Q2L "

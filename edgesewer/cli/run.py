@@ -30,15 +30,19 @@ def run_command(
     ] = None,
     clip_model: Annotated[
         Optional[Path],
-        typer.Option("--clip-model", help="video-level (super-image) artifact, run over a sliding window of frames"),
+        typer.Option(
+            "--clip-model",
+            help="video-level artifact (super-image, or a frame stack such as video-swin3d-b), run over a sliding "
+            "window of frames",
+        ),
     ] = None,
     clip_span: Annotated[
         Optional[str],
         typer.Option(
             "--clip-span",
             metavar="SECONDS|whole",
-            help="seconds of video per clip window (default: the model's clip_seconds); 'whole' (or 0): one window "
-            "over the whole video file, the way the super-image models were trained (archive footage)",
+            help="seconds of video per clip window (default: the model's clip_seconds, else 4); 'whole' (or 0): one "
+            "window over the whole video file, the way the video models were trained (archive footage)",
         ),
     ] = None,
     clip_stride: Annotated[

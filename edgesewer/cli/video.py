@@ -7,6 +7,7 @@
     edgesewer video folds-train --labels train.json --out runs/si   # every fold + out-of-fold scores
     edgesewer video predict --weights best.pt --labels test.json --out test_result.json
     edgesewer video ensemble a.json b.json --weights 0.7,0.3 --out ens.json   (or --fit-gt oof_gt.json)
+    edgesewer video ensemble --recipe train/videopipe-ensemble.yaml runs/*/oof_results.json --out ens.json
     edgesewer video eval --results test_result.json --gt test_gt.json
     edgesewer video clip --clip-model superimage.fp32.onnx --source inspection.mp4   # torch-free clip mode
 """
@@ -187,15 +188,30 @@ def ensemble(results: Annotated[list[Path], typer.Argument(help="Results JSONs o
              fixed: Annotated[Optional[str], typer.Option(
                  help="Fix some weights, the rest shared (equally, or fitted with --fit-gt): 'N=W' with N the "
                       "1-based position of a results file, e.g. '6=0.1' for Video Swin-B as in the VideoPipe "
-                      "report (train/videopipe-ensemble.yaml).")] = None) -> None:
-    """Average folds, or blend models with given or fitted (best OOF mAP) weights."""
+                      "report (train/videopipe-ensemble.yaml).")] = None,
+             recipe: Annotated[Optional[Path], typer.Option(
+                 "--recipe", help="Ensemble recipe (train/videopipe-ensemble.yaml): its members' weights, each "
+                                  "results file matched to its member by model name (fold runs next to it, or "
+                                  "its folder or file name); null weights share the rest, or are fitted with "
+                                  "--fit-gt.")] = None) -> None:
+    """Average folds, or blend models with given, recipe or fitted (best OOF mAP) weights."""
     from edgesewer.data.video import align_results, class_set, read_labels, read_results, write_results
     from edgesewer.errors import DataError
     from edgesewer.train.video_folds import fit_ensemble_weights, weighted_ensemble, with_fixed_weights
 
+    members: list[str] | None = None
+    pinned: dict[int, float] = {}
+    if recipe is not None:
+        from edgesewer.train.ensemble_recipe import load_ensemble_recipe, match_members
+
+        if weights or fixed:
+            raise DataError(f"--recipe {recipe} sets the weights: drop --{'weights' if weights else 'fixed'}")
+        spec = load_ensemble_recipe(recipe)
+        matched = match_members(spec, results)  # the files in member order
+        members, results = [m for m, _ in matched], [p for _, p in matched]
+        pinned = {i: spec.fixed[m] for i, m in enumerate(members) if m in spec.fixed}
     loaded = [read_results(p, len(class_set(classes))) for p in results]
     w = [float(x) for x in weights.split(",")] if weights else None
-    pinned: dict[int, float] = {}
     for item in (fixed or "").replace(" ", "").split(","):
         if not item:
             continue
@@ -214,9 +230,17 @@ def ensemble(results: Annotated[list[Path], typer.Argument(help="Results JSONs o
                                         fixed=pinned)
         typer.echo(f"fitted weights {', '.join(f'{x:.2f}' for x in w)}: mAP {100 * value:.3f} on {fit_gt}")
     blended = weighted_ensemble(loaded, w, [str(p) for p in results])
-    if w is not None:
+    if members is not None:
+        w = w if w is not None else [1 / len(members)] * len(members)
+        typer.echo("weights " + ", ".join(f"{m} {x:.3f}" for m, x in zip(members, w)))
+    elif w is not None:
         typer.echo(f"weights {', '.join(f'{x:.3f}' for x in w)}")
     typer.echo(f"wrote {write_results(out, list(blended), [blended[n] for n in blended])}")
+    if members is not None:
+        rule = f" --normal-threshold {spec.normal_threshold:g}" if spec.normal_threshold is not None else ""
+        target = ", ".join(f"{k} {v}" for k, v in spec.targets.items())
+        typer.echo(f"next: edgesewer video eval --results {out} --gt GT.json{rule}"
+                   + (f"   # {Path(spec.source).name} targets {target}" if target else ""))
 
 
 @app.command("eval")
@@ -242,7 +266,8 @@ def evaluate(results: Annotated[Path, typer.Option("--results")], gt: Annotated[
 def clip(clip_model: Annotated[Path, typer.Option("--clip-model", help="Exported video model (.onnx/.engine + sidecar).")],
          source: Annotated[str, typer.Option("--source", help="Video file.")],
          span: Annotated[Optional[str], typer.Option(
-             help="Seconds the 9 frames spread over (default: sidecar); 'whole' or 0: the whole file, as trained.")
+             help="Seconds the model's frames (9, or a frame stack's T) spread over (default: sidecar, else 4); "
+                  "'whole' or 0: the whole file, as trained.")
          ] = None,
          stride: Annotated[Optional[float], typer.Option(help="Seconds between windows (default: span / 2).")] = None,
          backend: Optional[str] = None,

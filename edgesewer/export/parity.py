@@ -75,7 +75,12 @@ def onnx_outputs(path: str | Path, inputs: np.ndarray, batch: int = 8, threads: 
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    chunks = [session.run(None, {name: inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)]
+    try:
+        chunks = [session.run(None, {name: inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)]
+    except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated classes; a broken graph is one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{Path(path).name}: ONNX Runtime cannot run the exported graph ({first}); "
+                          "if it was simplified, retry with --no-simplify") from None
     return np.concatenate(chunks).astype(np.float32)
 
 

@@ -64,6 +64,7 @@ class ExportOptions:
     calib_method: str | None = None
     batch: int | None = None  # max batch of the TensorRT optimisation profile (the benchmark batch)
     imgsz: int | None = None
+    frames: int | None = None  # frame-stack video models (video-swin3d-b): frames per input; None = the weights'
     opset: int | None = None
     out: str | Path | None = None  # default runs/export/<model>/
     simplify: bool = True
@@ -152,7 +153,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         if opts.batch < 1:
             raise ExportError(f"--batch must be >= 1, got {opts.batch}")
         batch = BatchProfile(1, min(batch.opt, opts.batch), opts.batch)
-    loaded = load_for_export(opts.model, opts.weights, opts.imgsz, opts.runs_dir)
+    loaded = load_for_export(opts.model, opts.weights, opts.imgsz, opts.runs_dir, opts.frames)
     if loaded.cfg.task == "zeroshot":
         # The text side runs here, once: the class embeddings and the class graph are baked into the image model.
         from edgesewer.models.sfrnet.edge import for_export
@@ -174,7 +175,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     log(f"exporting {opts.model} ({'random weights' if loaded.random_weights else loaded.weights}) "
-        f"for {profile.name}: {', '.join(wanted)}, opset {opset}, input {cfg.in_chans}x{cfg.input_size}x{cfg.input_size}")
+        f"for {profile.name}: {', '.join(wanted)}, opset {opset}, input {'x'.join(map(str, cfg.input_shape))}")
     try:
         stage = _Stage(opts, profile, cfg, loaded, data_dir, staging, opset, batch, log)
         stage.parity_images = parity_images

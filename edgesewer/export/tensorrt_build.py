@@ -202,7 +202,7 @@ def timing_cache_path(cache_dir: Path, trt_version: str, gpu: str, compute_capab
 def build_engine(
     onnx_path: str | Path,
     *,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     precision: str,
     batch: BatchProfile,
     workspace_gib: float = 2.0,
@@ -306,7 +306,7 @@ def build_from_artifact(
     workspace = workspace_gib if workspace_gib is not None else float(build_cfg.get("workspace_gib", 2.0))
     if workspace <= 0:
         raise ExportError(f"--workspace must be positive, got {workspace:g} GiB")
-    _, c, h, w = sidecar["inputs"][0]["shape"]
+    input_shape = tuple(int(s) for s in sidecar["inputs"][0]["shape"][1:])  # (C, H, W); a frame stack (T, C, H, W)
     gpu = gpu or device_info.gpu_info()
     if gpu is None:
         raise ExportError("no NVIDIA GPU found (neither CUDA Python bindings nor nvidia-smi answered); "
@@ -315,7 +315,7 @@ def build_from_artifact(
     out_dir = Path(out) if out else onnx_path.parent
     engine_path = out_dir / f"{onnx_path.stem}.engine"
     plan_bytes, plan, info, cache_file = build_engine(
-        onnx_path, input_shape=(int(c), int(h), int(w)), precision=sidecar["precision"],
+        onnx_path, input_shape=input_shape, precision=sidecar["precision"],
         batch=profile, workspace_gib=workspace, strongly_typed=str(build_cfg.get("strongly_typed", "auto")),
         cache_dir=Path(cache_dir) if cache_dir else default_timing_cache_dir(), gpu=gpu, trt=trt,
     )

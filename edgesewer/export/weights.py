@@ -46,6 +46,7 @@ def load_for_export(
     weights: str | Path | None = None,
     imgsz: int | None = None,
     runs_dir: str | Path = "runs",
+    frames: int | None = None,
 ) -> LoadedModel:
     """Build `model` with the requested weights, in eval mode, on the CPU.
 
@@ -53,6 +54,8 @@ def load_for_export(
         model: registered model name (`vit-t`, `scnet`, ...).
         weights: a checkpoint path, "random", or None for the newest checkpoint under `runs_dir`.
         imgsz: input side; None keeps the checkpoint's (or the registered) size.
+        frames: frame-stack video models (video-swin3d-b) only: frames per input; None keeps the
+            checkpoint's (or the registered 32). Swin's weights do not depend on it.
 
     Raises:
         ModelNotFound: unknown model, or a checkpoint trained for another model.
@@ -63,13 +66,19 @@ def load_for_export(
     entry = get_entry(model)  # ModelNotFound with "did you mean" for a typo
     if imgsz:
         _check_grid(entry.cfg, int(imgsz))
+    if frames is not None and entry.cfg.extra.get("input_layout") != "BTCHW":
+        raise DataError(f"--frames: {model} takes single images; it applies to frame-stack video models "
+                        "(video-swin3d-b)")
+    if frames is not None and frames < 1:
+        raise DataError(f"--frames must be >= 1, got {frames}")
     if weights is None:
         weights = newest_checkpoint(model, runs_dir)
     # A checkpoint carries every weight and `random` wants none: a zero-shot model (sfr-net loads
     # CLIP's published weights by default) is built without them.
     no_download = {"pretrained": False} if entry.cfg.task == "zeroshot" else {}
+    forced = {**no_download, **({"frames": int(frames)} if frames is not None else {})}  # win over the checkpoint's
     if str(weights) == RANDOM:
-        net = _build(create_model, model, dict(no_download), imgsz)
+        net = _build(create_model, model, forced, imgsz)
         cfg = getattr(net, "cfg", entry.cfg)
         label = RANDOM
     else:
@@ -77,7 +86,7 @@ def load_for_export(
 
         ckpt = load_checkpoint(weights, expect_model=model)
         cfg = ModelCfg.from_dict(ckpt["model_cfg"])
-        net = _build(create_model, model, {**(ckpt.get("model_kwargs") or {}), **no_download}, imgsz)
+        net = _build(create_model, model, {**(ckpt.get("model_kwargs") or {}), **forced}, imgsz)
         try:
             net.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -87,6 +96,8 @@ def load_for_export(
         label = str(weights)
     if imgsz:
         cfg = _resized_cfg(cfg, int(imgsz))
+    if frames is not None:
+        cfg = dataclasses.replace(cfg, extra={**cfg.extra, "frames": int(frames)})
     net.eval()
     return LoadedModel(model=net, cfg=cfg, weights=label)
 
@@ -98,10 +109,12 @@ def _check_grid(cfg: ModelCfg, imgsz: int) -> None:
 
 
 def _resized_cfg(cfg: ModelCfg, imgsz: int) -> ModelCfg:
-    """The cfg at another input side; a super-image's tile (what the runtime resizes frames to) follows it."""
+    """The cfg at another input side; the tile (what the runtime resizes frames to) follows it."""
     extra = dict(cfg.extra)
     if extra.get("grid"):
         extra["tile"] = imgsz // int(extra["grid"])
+    elif extra.get("input_layout") == "BTCHW":  # a frame stack's frames are the input side
+        extra["tile"] = imgsz
     return dataclasses.replace(cfg, input_size=imgsz, extra=extra)
 
 

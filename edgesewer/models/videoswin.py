@@ -3,9 +3,11 @@
 Unlike the super-image models it sees a stack of frames: input "input" [B, T, 3, H, W] (the layout
 of `edgesewer.data.video_torch.ClipFramesDataset`, T frames sampled uniformly over the whole video
 as for the super-images), permuted inside the model to torchvision's [B, 3, T, H, W]. It trains with
-`edgesewer video train --model video-swin3d-b` (recipe `train/video-swin3d-b.yaml`), exports to ONNX
-like any classifier and scores videos offline (`edgesewer video predict`); the runtime's clip mode
-runs super-image models only.
+`edgesewer video train --model video-swin3d-b` (recipe `train/video-swin3d-b.yaml`), scores videos
+offline (`edgesewer video predict`), exports to ONNX like any classifier (`edgesewer export --model
+video-swin3d-b [--frames T --imgsz S]`; the shifted-window masks are traced as constants, see
+`_constant_attention_mask`) and runs in the runtime's clip mode (`edgesewer run --clip-model`,
+T frames per window, `edgesewer.runtime.clip`).
 
 The report gives Video Swin-B 64.8 mAP, 68.251 with EMA; it does not give its clip length or
 resolution, so `frames` (default 32) and the 224 px side are Video Swin's Kinetics-400 settings.
@@ -13,8 +15,10 @@ resolution, so `frames` (default 32) and the 224 px side are Video Swin's Kineti
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -42,6 +46,46 @@ def swin3d_cfg(name: str = "video-swin3d-b", size: int = DEFAULT_SIZE, frames: i
                     classes=classes, interpolation="bilinear", paper=_PAPER, extra=extra)
 
 
+def window_labels(size_dhw: Sequence[int], window_size: Sequence[int], shift_size: Sequence[int]) -> np.ndarray:
+    """(windows, window volume) region label of every position of the shifted windows, as torchvision's
+    `_compute_attention_mask_3d` assigns them (its slices, in numpy)."""
+    size, window, shift = ([int(v) for v in s] for s in (size_dhw, window_size, shift_size))
+    labels = np.zeros(size, dtype=np.float32)
+    slices = [((0, -window[i]), (-window[i], -shift[i]), (-shift[i], None)) for i in range(3)]
+    count = 0
+    for d in slices[0]:
+        for h in slices[1]:
+            for w in slices[2]:
+                labels[d[0]:d[1], h[0]:h[1], w[0]:w[1]] = count
+                count += 1
+    n = [size[i] // window[i] for i in range(3)]
+    labels = labels.reshape(n[0], window[0], n[1], window[1], n[2], window[2])
+    return labels.transpose(0, 2, 4, 1, 3, 5).reshape(n[0] * n[1] * n[2], window[0] * window[1] * window[2])
+
+
+def _constant_attention_mask(x: torch.Tensor, size_dhw, window_size, shift_size) -> torch.Tensor:
+    # The region labels enter the traced graph as one small constant. torchvision builds them with
+    # slice assignments, exported as ScatterND nodes; where a window fills a whole axis (shift 0) their
+    # slices are empty, and onnxsim folds those zero-size ScatterNDs into a graph that ONNX Runtime
+    # refuses to run ("updates tensor should have shape ...").
+    labels = torch.from_numpy(window_labels(size_dhw, window_size, shift_size)).to(x.device, x.dtype)
+    diff = labels.unsqueeze(1) - labels.unsqueeze(2)
+    return diff.masked_fill(diff != 0, float(-100.0)).masked_fill(diff == 0, float(0.0))
+
+
+@contextlib.contextmanager
+def _traceable_attention_masks() -> Iterator[None]:
+    """While tracing (ONNX export), build the shifted-window masks from constants (`_constant_attention_mask`)."""
+    from torchvision.models.video import swin_transformer
+
+    original = swin_transformer._compute_attention_mask_3d
+    swin_transformer._compute_attention_mask_3d = _constant_attention_mask
+    try:
+        yield
+    finally:
+        swin_transformer._compute_attention_mask_3d = original
+
+
 class VideoSwin3D(nn.Module):
     """torchvision's Swin3D-B behind a [B, T, 3, H, W] input, with optional gradient checkpointing per stage."""
 
@@ -66,6 +110,12 @@ class VideoSwin3D(nn.Module):
         self.grad_checkpointing = enable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            with _traceable_attention_masks():
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
         x = net.pos_drop(net.patch_embed(x.permute(0, 2, 1, 3, 4)))  # [B, T, 3, H, W] -> [B, 3, T, H, W]
         for stage in net.features:

@@ -238,14 +238,19 @@ def _check_consistent(a: Artifact) -> None:
     if not a.inputs or a.inputs[0].name != "input":
         raise BackendError(f"{where}: the first input must be named 'input'")
     shape = a.inputs[0].shape
+    # Frame-stack video models (Video Swin) take [B, T, C, S, S]; every other model [B, C, S, S].
+    stack = a.cfg.extra.get("input_layout") == "BTCHW"
+    t = 1 if stack else 0  # the time axis shifts the others by one
     if (
-        len(shape) != 4
-        or shape[1] not in (-1, a.cfg.in_chans)
-        or any(s not in (-1, a.cfg.input_size) for s in shape[2:])
+        len(shape) != 4 + t
+        or (stack and shape[1] not in (-1, int(a.cfg.extra.get("frames") or -1)))
+        or shape[1 + t] not in (-1, a.cfg.in_chans)
+        or any(s not in (-1, a.cfg.input_size) for s in shape[2 + t:])
     ):
+        layout = f"frames {a.cfg.extra.get('frames')}, " if stack else ""
         raise BackendError(
             f"{where}: input shape {list(shape)} does not fit model_cfg "
-            f"(in_chans {a.cfg.in_chans}, input_size {a.cfg.input_size})"
+            f"({layout}in_chans {a.cfg.in_chans}, input_size {a.cfg.input_size})"
         )
     wanted = TASK_OUTPUT[a.task]
     out = a.output(wanted)

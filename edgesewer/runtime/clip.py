@@ -1,22 +1,30 @@
-"""Clip mode: a super-image (video-level) model over a sliding window of the live stream. Torch-free.
+"""Clip mode: a video-level model over a sliding window of the live stream. Torch-free.
 
 Every frame is pushed into a ring buffer that holds the last `span_s` seconds, shrunk to the
 model's tile size (so the buffer stays small: 100 tiles of 224 px are 15 MB). Every `stride_s`
-seconds, once the buffer covers the span, 9 frames are picked from the window with the same
-`sample_indices` the model was trained with (segment centres over the window's frames), tiled 3 x 3
-by the same `make_superimage`, normalised by the same `preprocess`, and classified. The result is
-a `ClipPrediction` for the window; consecutive windows in which a code is on merge into clip-level
-`DefectSegment`s for the inspection report.
+seconds, once the buffer covers the span, k frames are picked from the window with the same
+`sample_indices` the model was trained with (segment centres over the window's frames), and
+classified the way training built its input:
+
+* super-image models (`superimage-*`): k = 9 frames tiled 3 x 3 by the same `make_superimage`,
+  normalised by the same `preprocess`, one [1, 3, S, S] input;
+* frame-stack models (`video-swin3d-b`, `input_layout` BTCHW): k = the model's `frames` (T, 32 by
+  default) frames, each resized and normalised by `preprocess` as `ClipFramesDataset` does, one
+  [1, T, 3, S, S] input.
+
+The result is a `ClipPrediction` for the window; consecutive windows in which a code is on merge
+into clip-level `DefectSegment`s for the inspection report.
 
 Runs next to the frame-level models of `edgesewer run` (see `ClipClassifier.push`), or alone on a
 video file (`classify_video`).
 
-Windows and training: the super-image models are trained on *whole* videos (the VideoPipe clips,
-9 frames spread over each clip's full length), so a window of `span_s` seconds shows the model 9
-frames `span_s / 9` apart, where training showed frames `video length / 9` apart. A window close
-to the training videos' length matches training best; for archive footage of clip-like length,
+Windows and training: both kinds are trained on *whole* videos (the VideoPipe clips: k frames
+spread over each clip's full length), so a window of `span_s` seconds shows the model k frames
+`span_s / k` apart, where training showed frames `video length / k` apart. A window close to the
+training videos' length matches training best; for archive footage of clip-like length,
 `span_s="whole"` (`--clip-span whole`, or 0) classifies the whole file once, with exactly the
-training sampling (`WholeVideoWindow`), and a live stream keeps the sliding window.
+training sampling (`WholeVideoWindow`), and a live stream keeps the sliding window. A window that
+holds fewer frames than k repeats some (as `sample_indices` does for a short training video).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ class ClipPrediction:
     end_frame: int
     start_time: float
     end_time: float
-    frame_indices: list[int]  # the 9 frames tiled, in time order
+    frame_indices: list[int]  # the k frames classified (9 tiled, or the T of a frame stack), in time order
     probs: np.ndarray  # raw sigmoid outputs
     scores: np.ndarray  # after the normal post-processing rule (equal to probs without a normal class)
     active: np.ndarray  # bool per class: scores >= thresholds
@@ -125,11 +133,11 @@ class ClipWindow:
 
 
 class WholeVideoWindow:
-    """The whole video as one window: the 9 frames at `sample_indices(total, 9)`, as in training.
+    """The whole video as one window: the k frames at `sample_indices(total, k)`, as in training.
 
     With the file's frame count known (`set_total`), only those frames are kept. Without it (a
     container that does not say), a thinned copy of the video is kept (every `stride`-th frame, the
-    stride doubling whenever more than `8 * k` frames are held: memory stays bounded) and the 9
+    stride doubling whenever more than `8 * k` frames are held: memory stays bounded) and the k
     frames are sampled from it at the end; the same happens when the header overstated the length.
     """
 
@@ -188,7 +196,7 @@ class WholeVideoWindow:
             raise ValueError("the clip window is empty")
         if self.total == self._count and len(self._exact) == len(self._wanted):
             chosen = [self._exact[int(i)] for i in sample_indices(self.total, self.k)]
-        else:  # no or a wrong frame count: the 9 from the thinned copy (uniform up to the stride)
+        else:  # no or a wrong frame count: the k from the thinned copy (uniform up to the stride)
             chosen = [self._thinned[int(i)] for i in sample_indices(len(self._thinned), self.k)]
         return [c[0] for c in chosen], [c[1] for c in chosen], [c[2] for c in chosen]
 
@@ -223,16 +231,22 @@ class ClipClassifier:
         self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
         a, cfg = self.artifact, self.artifact.cfg
         if a.task != "video":
-            raise BackendError(f"{a.model_path.name}: is a {a.task} model; --clip-model needs a video (super-image) "
-                               "model, e.g. an export of superimage-efficientnet-b0")
+            raise BackendError(f"{a.model_path.name}: is a {a.task} model; --clip-model needs a video (super-image or "
+                               "frame-stack) model, e.g. an export of superimage-efficientnet-b0 or video-swin3d-b")
         self.classes = a.classes
-        self.grid = int(cfg.extra.get("grid", GRID))
-        self.tile = int(cfg.extra.get("tile") or cfg.input_size // self.grid)
-        if cfg.extra.get("input_layout") == "BTCHW":
-            raise BackendError(f"{a.model_path.name}: is a frame-stack video model ({cfg.name}); clip mode runs "
-                               "super-image models (superimage-*); score videos with it offline (edgesewer video predict)")
-        if self.tile * self.grid != cfg.input_size:
-            raise BackendError(f"{a.sidecar_path}: tile {self.tile} x grid {self.grid} != input size {cfg.input_size}")
+        self.stack = cfg.extra.get("input_layout") == "BTCHW"  # frame stack (Video Swin): T frames, no tiling
+        if self.stack:
+            self.grid, self.tile = 1, cfg.input_size
+            self.k = int(cfg.extra.get("frames") or 0)  # load_artifact checked it against the input shape
+            if self.k < 1:
+                raise BackendError(f"{a.sidecar_path}: a frame-stack model needs model_cfg.extra.frames (T)")
+        else:
+            self.grid = int(cfg.extra.get("grid", GRID))
+            self.tile = int(cfg.extra.get("tile") or cfg.input_size // self.grid)
+            self.k = self.grid * self.grid
+            if self.tile * self.grid != cfg.input_size:
+                raise BackendError(f"{a.sidecar_path}: tile {self.tile} x grid {self.grid} "
+                                   f"!= input size {cfg.input_size}")
         span = parse_span(span_s)
         self.whole = span == WHOLE  # one window over the whole video, as in training
         self.span_s = 0.0 if self.whole else float(span if span is not None
@@ -247,8 +261,8 @@ class ClipClassifier:
         self.normal_class = cfg.extra.get("normal_class")
         self.normal_threshold = normal_threshold if self.normal_class in self.classes else None
         self.window: ClipWindow | WholeVideoWindow = (
-            WholeVideoWindow(self.tile, self.grid * self.grid, cfg.interpolation) if self.whole
-            else ClipWindow(self.span_s, self.tile, self.grid * self.grid, cfg.interpolation))
+            WholeVideoWindow(self.tile, self.k, cfg.interpolation) if self.whole
+            else ClipWindow(self.span_s, self.tile, self.k, cfg.interpolation))
         if (backend or "ort") == "ort" and a.format == "onnx":  # ONNX Runtime settings, as for the frame models
             backend_options = {"providers": providers, "threads": threads, **backend_options}
         self.backend = load_backend(a, backend, **backend_options)
@@ -267,10 +281,13 @@ class ClipClassifier:
         self.window.set_total(int(getattr(source, "announced_frames", 0) or 0))
 
     def classify_tiles(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
-        """Sigmoid probabilities (K,) of one clip given its 9 RGB frames (time order)."""
+        """Sigmoid probabilities (K,) of one clip given its k RGB frames (time order)."""
         cfg = self.artifact.cfg
-        image = make_superimage(tiles, self.tile, grid=self.grid, interpolation=cfg.interpolation)
-        x = preprocess(image, cfg.input_size, cfg.mean, cfg.std, cfg.interpolation)
+        if self.stack:  # [1, T, 3, S, S]: each frame normalised on its own, as ClipFramesDataset does
+            x = preprocess(list(tiles), cfg.input_size, cfg.mean, cfg.std, cfg.interpolation)[None]
+        else:
+            image = make_superimage(tiles, self.tile, grid=self.grid, interpolation=cfg.interpolation)
+            x = preprocess(image, cfg.input_size, cfg.mean, cfg.std, cfg.interpolation)
         return sigmoid(self.backend.infer(x)["logits"][0])
 
     def _predict(self) -> ClipPrediction:
@@ -305,8 +322,9 @@ class ClipClassifier:
     def describe(self) -> str:
         """One line for the console and the report: the model and its window."""
         if self.whole:
-            return f"{self.artifact.describe()}, one window over the whole video (9 frames over its length, as trained)"
-        return f"{self.artifact.describe()}, {self.span_s:g} s windows every {self.stride_s:g} s"
+            return (f"{self.artifact.describe()}, one window over the whole video ({self.k} frames over its length, "
+                    "as trained)")
+        return f"{self.artifact.describe()}, {self.span_s:g} s windows of {self.k} frames every {self.stride_s:g} s"
 
     def close(self) -> None:
         self.backend.close()
@@ -354,7 +372,8 @@ def classify_video(artifact: str | Path | Artifact, video: str | Path, *, span_s
                    **backend_options: Any) -> tuple[list[ClipPrediction], list[DefectSegment]]:
     """Run clip mode over a whole video file; returns (window predictions, clip-level segments).
 
-    `span_s="whole"` gives one prediction for the file, from the frames training would have sampled.
+    `span_s="whole"` gives one prediction for the file, from the frames training would have sampled
+    (9 for a super-image model, the model's T for a frame stack).
     """
     from edgesewer.runtime.sources import open_source
 

@@ -7,9 +7,9 @@ the sinks run on the calling thread, which also receives Ctrl-C: the first stops
 the frames in flight finish, a second stops at once. Either way, and when the source dies, events
 are flushed and the report is written: nothing already detected is lost.
 
-Clip mode (`clip=`, a super-image video model) runs in the sink stage: every frame goes into its
-sliding window, and every stride one window is classified (a "clip" event, a line on the overlay);
-at the end the windows merge into clip-level segments for the report.
+Clip mode (`clip=`, a super-image or frame-stack video model) runs in the sink stage: every frame
+goes into its sliding window, and every stride one window is classified (a "clip" event, a line on
+the overlay); at the end the windows merge into clip-level segments for the report.
 
 Distance along the pipe (`--telemetry`, `--distance ocr`, see distance.py) is looked up in the
 preprocess stage, in frame order; frames, events and segments carry it from there.

@@ -51,9 +51,10 @@ def run_inspection(
 ) -> RunSummary:
     """Load the artifacts, open the source and run the pipeline; the plain function behind `edgesewer run`.
 
-    `clip_model` adds clip mode (a super-image video model over a sliding window); span and stride
-    default to the model's clip_seconds and half of it; `clip_span_s="whole"` (or 0) classifies a
-    video file once, over its whole length, as the models were trained.
+    `clip_model` adds clip mode (a super-image or frame-stack video model over a sliding window);
+    span and stride default to the model's clip_seconds (else 4 s) and half of it;
+    `clip_span_s="whole"` (or 0) classifies a video file once, over its whole length, as the models
+    were trained.
     """
     options = options or RunOptions()
     loaded: list[Predictor | ClipClassifier] = []
