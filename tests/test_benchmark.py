@@ -315,3 +315,18 @@ def test_markdown_names_the_set_really_scored():
     # nothing scored: the data folder given is all there is to name
     assert "- Accuracy on /home/u/.cache/edgesewer/synthetic (" in markdown(
         BenchmarkResult(machine, settings, [unscored], "t0", "t1"))
+
+
+def test_timing_inputs_have_the_models_own_shape_frame_stacks_included():
+    """A frame-stack model (Video Swin, [B, T, C, S, S]) is timed on T frames, every other model on one image."""
+    from edgesewer.benchmark.measure import random_input, sample_shape
+    from edgesewer.modelcfg import ModelCfg
+    from edgesewer.precisions import PRECISIONS
+
+    image = ModelCfg(name="scnet", task="segment", input_size=128, in_chans=4)
+    stack = ModelCfg(name="video-swin3d-b", task="video", input_size=64,
+                     extra={"input_layout": "BTCHW", "frames": 8})
+    assert sample_shape(image) == (4, 128, 128)
+    assert sample_shape(stack) == (8, 3, 64, 64)
+    assert random_input(2, sample_shape(stack)).shape == (2, 8, 3, 64, 64)
+    assert "int8-fp16" in PRECISIONS and BenchmarkOptions(precisions=["int8-fp16"]).validate() is None

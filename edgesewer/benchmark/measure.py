@@ -88,16 +88,24 @@ class BenchmarkRow:
         return (key, self.accuracy[key]) if key in self.accuracy else None
 
 
-def random_input(batch: int, channels: int, size: int, seed: int = 0) -> np.ndarray:
-    """A fixed random NCHW float32 batch: speed does not depend on the pixel values (trtexec does the same)."""
+def sample_shape(cfg: Any) -> tuple[int, ...]:
+    """One sample's input shape: (C, S, S), or (T, C, S, S) for a frame-stack video model (Video Swin)."""
+    image = (cfg.in_chans, cfg.input_size, cfg.input_size)
+    if cfg.extra.get("input_layout") == "BTCHW":
+        return (int(cfg.extra["frames"]), *image)
+    return image
+
+
+def random_input(batch: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A fixed random float32 batch: speed does not depend on the pixel values (trtexec does the same)."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+    return rng.standard_normal((batch, *shape), dtype=np.float32)
 
 
-def time_backend(backend: Any, channels: int, size: int, plan: TimingPlan, batch_sizes: list[int],
+def time_backend(backend: Any, shape: tuple[int, ...], plan: TimingPlan, batch_sizes: list[int],
                  row: BenchmarkRow) -> None:
-    """Batch-1 latency plus throughput at every batch size the backend accepts."""
-    x1 = random_input(1, channels, size)
+    """Batch-1 latency plus throughput at every batch size the backend accepts (`shape`: one sample's)."""
+    x1 = random_input(1, shape)
     latency = measure(lambda: backend.infer(x1), plan, batch=1)
     row.set_latency(latency)
     measured = [latency]
@@ -106,7 +114,7 @@ def time_backend(backend: Any, channels: int, size: int, plan: TimingPlan, batch
         if limit is not None and batch > limit:
             row.notes.append(f"batch {batch} > the engine's max batch {limit}: not measured")
             continue
-        xb = random_input(batch, channels, size)
+        xb = random_input(batch, shape)
         measured.append(measure(lambda: backend.infer(xb), plan.for_batch(batch), batch=batch))
     row.set_throughput(measured)
 
@@ -129,7 +137,7 @@ def measure_artifact(path: Path, row: BenchmarkRow, backend_name: str, plan: Tim
     options = {"threads": threads} if backend_name == "ort" else {}
     backend = load_backend(artifact, backend_name, **options)
     try:
-        time_backend(backend, artifact.cfg.in_chans, artifact.cfg.input_size, plan, batch_sizes, row)
+        time_backend(backend, sample_shape(artifact.cfg), plan, batch_sizes, row)
     finally:
         backend.close()
     return artifact
@@ -148,7 +156,7 @@ def measure_eager(model: str, weights: str, imgsz: int | None, runs_dir: Path, r
     loaded = load_for_export(model, weights, imgsz, runs_dir)
     cfg = loaded.cfg
     net = loaded.model.to(device)
-    x = torch.from_numpy(random_input(1, cfg.in_chans, cfg.input_size)).to(device)
+    x = torch.from_numpy(random_input(1, sample_shape(cfg))).to(device)
 
     def step() -> None:
         with torch.inference_mode():

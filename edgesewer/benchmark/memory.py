@@ -100,7 +100,9 @@ def _artifact_peak(path: str, backend_name: str, threads: int | None) -> PeakRss
     from edgesewer.runtime.backends import load_backend
 
     artifact = load_artifact(path)
-    x = np.zeros((1, artifact.cfg.in_chans, artifact.cfg.input_size, artifact.cfg.input_size), np.float32)
+    from edgesewer.benchmark.measure import sample_shape
+
+    x = np.zeros((1, *sample_shape(artifact.cfg)), np.float32)
     options = {"threads": threads} if backend_name == "ort" else {}
     with PeakRss() as memory:
         backend = load_backend(artifact, backend_name, **options)
@@ -113,13 +115,14 @@ def _eager_peak(model: str, weights: str, imgsz: int | None, runs_dir: str, thre
     import torch
 
     import edgesewer.models  # noqa: F401 - registry and families imported before the baseline
+    from edgesewer.benchmark.measure import sample_shape
     from edgesewer.export.weights import load_for_export
 
     if threads:
         torch.set_num_threads(threads)
     with PeakRss() as memory:
         loaded = load_for_export(model, weights, imgsz, runs_dir)
-        x = torch.zeros(1, loaded.cfg.in_chans, loaded.cfg.input_size, loaded.cfg.input_size)
+        x = torch.zeros(1, *sample_shape(loaded.cfg))
         with torch.inference_mode():
             for _ in range(INFERENCES):
                 loaded.model(x)
