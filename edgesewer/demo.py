@@ -178,8 +178,10 @@ def run_demo(out: Path, plan: DemoPlan, seed: int = 0, console: Console | None =
                                                 events=run_dir / "events.jsonl", report=run_dir, live_status=False,
                                                 distance=distance))
     score = score_report(summary.report, video.with_suffix(".json"))
+    # Nothing reported has no precision to speak of (score_segments counts 0/0 as 1.0).
+    precision = f"{score.precision:.2f}" if score.predicted else "n/a"
     segment_line = (f"defect segments vs the test video's ground truth: {score.matched} of {score.truth} found, "
-                    f"{score.predicted} reported (recall {score.recall:.2f}, precision {score.precision:.2f}, "
+                    f"{score.predicted} reported (recall {score.recall:.2f}, precision {precision}, "
                     f"temporal IoU >= 0.3)")
     log(f"runtime: {summary.frames} frames ({summary.message}); {segment_line}")
     result = {"segments": {"matched": score.matched, "truth": score.truth, "predicted": score.predicted,
