@@ -128,7 +128,7 @@ def one_line_error(result) -> str:
 
 def test_cli_bad_precision_is_one_line(tmp_path):
     result = runner.invoke(app, ["--models", "vit-t", "--precisions", "fp32,fp64", "--data", str(tmp_path)])
-    assert one_line_error(result) == ("error: --precisions: fp64; choose from fp32, fp16, int8, int8-cpu")
+    assert one_line_error(result) == ("error: --precisions: fp64; choose from fp32, fp16, int8, int8-fp16, int8-cpu")
 
 
 def test_cli_all_rows_failed_writes_the_table_and_exits_1(tmp_path):

@@ -423,6 +423,12 @@ def test_rtsp_stream_reaches_ffprobe_and_opencv_as_sent(rtsp_available, monkeypa
                 stream = json.loads(probe.stdout)["streams"][0]
                 expected = "h264" if sink.encoder in ("x264enc", "openh264enc") else "mjpeg"
                 assert (stream["codec_name"], stream["width"], stream["height"]) == (expected, W, H)
+                # A viewer that arrives while the previous one's shared media is still being torn down can be
+                # handed that dying media by GStreamer's RTSP server and get no frame (seen once in CI: OpenCV
+                # read 0 frames for 60 s). Wait for the teardown, as a viewer's reconnect would.
+                deadline = time.monotonic() + 5.0
+                while sink.active and time.monotonic() < deadline:
+                    time.sleep(0.05)
             indices = read_with_opencv(url, 15)
             assert indices == sorted(indices) and len(set(indices)) == 15
             assert sink.pushed > 0 and producer.longest < 0.05
