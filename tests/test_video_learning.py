@@ -42,7 +42,7 @@ def one_torch_thread():
 
 def _frame_classifier(root, out):
     """ResNet-18 on the synthetic stills at the tile size: the stand-in for ImageNet weights."""
-    generate(root, images=STILLS, videos=0, crack_images=0, size=SIZE, progress=False)
+    generate(root, images=STILLS, videos=0, crack_images=0, size=SIZE, workers=2, progress=False)
     rng = np.random.default_rng(0)
     flip = lambda im: im[:, ::-1] if rng.random() < 0.5 else im  # noqa: E731
     train = SewerMLDataset(load_split(root / "sewerml", "Train"), TILE, IMAGENET_MEAN, IMAGENET_STD, augment=flip)
@@ -60,7 +60,7 @@ def _frame_classifier(root, out):
 def test_superimage_learns_clip_labels(tmp_path):
     start = time.monotonic()
     stills, frame_ckpt = _frame_classifier(tmp_path / "stills", tmp_path / "frame")
-    common = dict(images=0, crack_images=0, size=SIZE, fps=10, progress=False)
+    common = dict(images=0, crack_images=0, size=SIZE, fps=10, workers=2, progress=False)  # same bytes as 1 worker
     generate(tmp_path / "videos_train", videos=TRAIN_VIDEOS, seed=0, **common)
     generate(tmp_path / "videos_val", videos=VAL_VIDEOS, seed=1, **common)
     train = cut_inspection_clips(tmp_path / "videos_train", tmp_path / "clips_train", stride_s=1.0, progress=False)
