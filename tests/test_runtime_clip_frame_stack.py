@@ -31,7 +31,7 @@ from edgesewer.runtime.clip import ClipClassifier, classify_video
 from edgesewer.runtime.events import read_events
 from edgesewer.taxonomy import SEWER_CODES
 from test_runtime_clip_mode import BLOCKED_CLI, REPO
-from test_runtime_support import RED, colour_plan, write_video
+from test_runtime_support import RED, colour_plan, save_untrained_video_model, synthetic_set, write_video
 
 T, SIZE = 4, 64  # Video Swin-B at a reduced input: 4 frames of 64 px (the real one: 32 x 224)
 FPS, SECONDS = 10, 4  # the synthetic inspection video: 40 frames
@@ -119,30 +119,16 @@ def test_frame_stack_sidecar_must_match_the_input(tmp_path):
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """(Sewer-ML folder, inspection video): 8 stills for the parity check, one 4 s video at 10 fps."""
-    from edgesewer.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synth") / "set"
-    summary = generate(root, images=8, videos=1, size=(96, 80), crack_images=0, video_seconds=SECONDS, fps=FPS,
-                       progress=False)
-    return root / "sewerml", Path(summary.videos[0])
+    return synthetic_set(tmp_path_factory.mktemp("synth") / "set", images=8, seconds=SECONDS, fps=FPS)
 
 
 @pytest.fixture(scope="module")
 def swin(tmp_path_factory):
     """(model, cfg, best.pt) of an untrained video-swin3d-b built and saved as `edgesewer video train` does."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    from edgesewer.data.video import class_set
-    from edgesewer.train.checkpoint import save_checkpoint
-    from edgesewer.train.video import build_video_model, load_video_recipe
-
-    recipe, video = load_video_recipe(model="video-swin3d-b", overrides=[
-        "model.pretrained=false", f"video.frames={T}", f"video.tile={SIZE}"])
-    torch.manual_seed(0)
-    model, cfg, arch_kw, _ = build_video_model(recipe, video, class_set("videopipe"))
     path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_cfg": cfg.to_dict(), "model_kwargs": arch_kw})
-    return model.eval(), cfg, path
+    return save_untrained_video_model("video-swin3d-b", [f"video.frames={T}", f"video.tile={SIZE}"], path)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ from edgesewer.runtime.postprocess import FrameResult
 from edgesewer.runtime.runner import run_inspection
 from edgesewer.runtime.sources import open_source
 from edgesewer.taxonomy import SEWER_CODES
-from test_runtime_support import GREY, RED, colour_plan, make_classifier_artifact, write_video
+from test_runtime_support import (GREY, RED, colour_plan, make_classifier_artifact, save_untrained_video_model,
+                                  synthetic_set, write_video)
 
 REPO = Path(__file__).resolve().parents[1]
 FPS, SECONDS = 10, 6  # the synthetic inspection video: 60 frames
@@ -48,30 +49,16 @@ app.command("noop")(lambda: None)  # a second command keeps `run` a named subcom
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """(Sewer-ML folder, inspection video) of a small synthetic set: 24 stills, one 6 s video at 10 fps."""
-    from edgesewer.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synth") / "set"
-    summary = generate(root, images=24, videos=1, size=(96, 80), crack_images=0, video_seconds=SECONDS, fps=FPS,
-                       progress=False)
-    return root / "sewerml", Path(summary.videos[0])
+    return synthetic_set(tmp_path_factory.mktemp("synth") / "set", images=24, seconds=SECONDS, fps=FPS)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained superimage-resnet18 saved as `edgesewer video train` saves its best.pt (same cfg builder)."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from edgesewer.data.video import class_set
-    from edgesewer.train.checkpoint import save_checkpoint
-    from edgesewer.train.video import build_video_model, load_video_recipe
-
-    recipe, video = load_video_recipe(model="superimage-resnet18",
-                                      overrides=[f"video.tile={TILE}", "model.pretrained=false"])
-    torch.manual_seed(0)
-    model, cfg, arch_kw, _ = build_video_model(recipe, video, class_set("videopipe"))
     path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_cfg": cfg.to_dict(), "model_kwargs": arch_kw})
-    return path
+    return save_untrained_video_model("superimage-resnet18", [f"video.tile={TILE}"], path)[2]
 
 
 def export(checkpoint: Path, data: Path, out: Path, precision: str, **kwargs):

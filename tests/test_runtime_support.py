@@ -249,6 +249,30 @@ class MjpegServer:
             self.proc = None
 
 
+def synthetic_set(root: Path, images: int, seconds: float, fps: int) -> tuple[Path, Path]:
+    """(Sewer-ML folder, inspection video) of a small synthetic set at 96x80: `images` stills, one video."""
+    from edgesewer.data.synth import generate
+
+    summary = generate(root, images=images, videos=1, size=(96, 80), crack_images=0, video_seconds=seconds,
+                       fps=fps, progress=False)
+    return root / "sewerml", Path(summary.videos[0])
+
+
+def save_untrained_video_model(model: str, overrides: list[str], path: Path):
+    """(model in eval mode, cfg, path): an untrained video model saved as `edgesewer video train` saves best.pt."""
+    import torch
+
+    from edgesewer.data.video import class_set
+    from edgesewer.train.checkpoint import save_checkpoint
+    from edgesewer.train.video import build_video_model, load_video_recipe
+
+    recipe, video = load_video_recipe(model=model, overrides=["model.pretrained=false", *overrides])
+    torch.manual_seed(0)
+    net, cfg, arch_kw, _ = build_video_model(recipe, video, class_set("videopipe"))
+    save_checkpoint(path, {"model": net.state_dict(), "model_cfg": cfg.to_dict(), "model_kwargs": arch_kw})
+    return net.eval(), cfg, path
+
+
 def free_port() -> int:
     import socket
 
