@@ -96,12 +96,11 @@ class PeakRss:
 def _artifact_peak(path: str, backend_name: str, threads: int | None) -> PeakRss:
     import numpy as np
 
+    from edgesewer.benchmark.measure import sample_shape
     from edgesewer.runtime.artifact import load_artifact
     from edgesewer.runtime.backends import load_backend
 
     artifact = load_artifact(path)
-    from edgesewer.benchmark.measure import sample_shape
-
     x = np.zeros((1, *sample_shape(artifact.cfg)), np.float32)
     options = {"threads": threads} if backend_name == "ort" else {}
     with PeakRss() as memory:
