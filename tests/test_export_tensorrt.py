@@ -11,6 +11,7 @@ import types
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
@@ -409,3 +410,33 @@ def test_frame_stack_profile_keeps_the_time_axis(tmp_path):
     trt = fake_tensorrt("10.3")
     build_from_artifact(artifact, trt=trt, gpu=ORIN, jetson=JETSON, cache_dir=tmp_path / "cache")
     assert ("set_shape", "input", (1, 4, 3, 8, 8), (2, 4, 3, 8, 8), (4, 4, 3, 8, 8)) in trt.calls
+
+
+def test_external_data_artifact_builds_from_the_file_and_checks_its_weights(tmp_path):
+    """A graph over 2 GB keeps its weights in `.onnx.data`: the builder hashes them and parses by path."""
+    from edgesewer.export.metadata import data_file_for, sidecar_path_for
+    from edgesewer.export.onnx_io import load_onnx, save_onnx
+
+    artifact = onnx_artifact(tmp_path)
+    model = load_onnx(artifact)  # the tiny graph with a 192 x 192 weight before its output, then moved out
+    weight = np.random.default_rng(0).standard_normal((192, 192)).astype(np.float32)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(weight, "head_w"))
+    model.graph.node[-1].output[0] = "flat"
+    model.graph.node.append(helper.make_node("MatMul", ["flat", "head_w"], ["logits"], name="/head/MatMul"))
+    assert save_onnx(model, artifact, external=True)
+    sidecar = read_sidecar(artifact)
+    rewritten = build_sidecar(**{k: sidecar[k] for k in ("model", "task", "precision", "target", "onnx_sha256",
+                                                          "opset", "model_cfg", "inputs", "outputs", "weights")},
+                              model_file=artifact, extra={"build": sidecar["build"]})
+    write_sidecar(artifact, rewritten)
+    assert rewritten["external_data"]["file"] == "tiny.int8.onnx.data"
+    trt = fake_tensorrt("10.3")
+    built = build_from_artifact(artifact, trt=trt, gpu=ORIN, jetson=None, cache_dir=tmp_path / "cache")
+    assert ("parse_from_file", str(artifact)) in trt.calls  # TensorRT finds the data file beside the model
+    assert read_sidecar(built.engine_path)["external_data"] is None  # the engine holds its weights
+
+    weights = data_file_for(artifact)
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
+    with pytest.raises(BackendError, match=r"tiny\.int8\.onnx\.data: does not match the sidecar"):
+        build_from_artifact(artifact, trt=fake_tensorrt("10.3"), gpu=ORIN, jetson=None, cache_dir=tmp_path / "c")
+    assert sidecar_path_for(artifact).is_file()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgesewer.benchmark.timing import LatencyStats, TimingPlan, best_throughput, measure
+from edgesewer.export.metadata import model_bytes
 
 # The accuracy columns of the table per task (Sewer-ML metrics; crack ODS/OIS/AUPRC/IoU/region F1).
 ACCURACY_KEYS = {"classify": ("F2_CIW", "F1_Normal", "mAP"), "segment": ("ODS", "OIS", "AUPRC", "IoU", "region_F1")}
@@ -125,7 +126,7 @@ def measure_artifact(path: Path, row: BenchmarkRow, backend_name: str, plan: Tim
     from edgesewer.runtime.artifact import load_artifact
     from edgesewer.runtime.backends import load_backend
 
-    row.artifact, row.size_mb = str(path), path.stat().st_size / 1e6
+    row.artifact, row.size_mb = str(path), model_bytes(path) / 1e6
     artifact = load_artifact(path)
     row.task, row.input_size, row.weights = artifact.task, artifact.cfg.input_size, str(artifact.meta.get("weights"))
     calibration = artifact.meta.get("calibration")

@@ -41,6 +41,9 @@ def export_command(
         help="Target profile: a name or export/<target>.yaml (jetson-orin-nano, jetson-agx-orin, "
              "jetson-xavier-jp5, dgpu, ort-cpu).")] = None,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim.")] = True,
+    external_data: Annotated[bool, typer.Option(
+        "--external-data", help="Keep the weights in <file>.onnx.data beside each ONNX (automatic for models "
+                                "over protobuf's 2 GB limit: NFNet-F6, EfficientNet-L2).")] = False,
     accuracy: Annotated[Optional[bool], typer.Option(
         "--accuracy/--no-accuracy", help="Accuracy per precision on the labelled set (default: on for trained weights).")
     ] = None,
@@ -66,6 +69,7 @@ def export_command(
     options = ExportOptions(model=model, precision=precision, weights=weights, target=target, profile=profile,
                             calib_data=calib_data, calib_images=calib_images, calib_method=calib_method, batch=batch,
                             imgsz=imgsz, frames=frames, opset=opset, out=out, simplify=simplify, accuracy=accuracy,
+                            external_data=True if external_data else None,
                             classes=classes, max_fp16_loss=max_fp16_loss, max_int8_loss=max_int8_loss,
                             accept_accuracy_loss=accept_accuracy_loss)
     with checkpoint_trust(trust_checkpoint):

@@ -4,6 +4,7 @@ Modules, in pipeline order (`pipeline.run_export` runs them all; `edgesewer expo
 
     weights        which checkpoint (newest under runs/, a path, or "random")
     onnx_export    torch.onnx.export (TorchScript exporter, opset 17/16, dynamic batch, named I/O)
+    onnx_io        load/save for every step; tensors in <file>.onnx.data for graphs over 2 GB
     simplify       onnxsim, switchable
     parity         PyTorch vs ONNX Runtime on real images; fails the export on regression
     fp16           FP16 graph with FP32 I/O, norms, softmax and head

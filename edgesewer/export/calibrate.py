@@ -275,13 +275,14 @@ def calibrate(
     """
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    from edgesewer.export.metadata import sha256_file
+    from edgesewer.export.metadata import sha256_model
+    from edgesewer.export.onnx_io import has_external_data
 
     ort_calib_method = ort_method(method)
     if not images.paths:
         raise DataError(f"{images.source}: no calibration images in the {images.split} split")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = calibration_key(sha256_file(onnx_path), images.paths, cfg.input_size, method, op_types)
+    key = calibration_key(sha256_model(onnx_path), images.paths, cfg.input_size, method, op_types)
     cache_path = cache_dir / f"{key[:24]}.json"
     meta_path = cache_dir / f"{key[:24]}.meta.json"
     if cache_path.is_file() and meta_path.is_file():
@@ -295,6 +296,7 @@ def calibrate(
         calibrator = create_calibrator(
             Path(onnx_path), list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=ort_calib_method, providers=["CPUExecutionProvider"],
+            use_external_data_format=has_external_data(onnx_path),
         )
         with progress_bar(progress, f"calibrating ({method})", len(images.paths)) as step:
             # One batch per collect_data call: ORT's histogram calibrators otherwise keep every

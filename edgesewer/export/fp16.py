@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 
 from edgesewer.errors import ExportError
+from edgesewer.export.onnx_io import has_external_data, save_onnx
 from edgesewer.export.graph import (
     DECOMPOSED_NORM_OPS,
     SENSITIVE_OPS,
@@ -57,7 +59,8 @@ def activation_peaks(onnx_path: str | Path, batches: Iterable[np.ndarray]) -> di
 
     with tempfile.TemporaryDirectory(prefix="edgesewer-peaks-") as tmp:
         calibrator = create_calibrator(Path(onnx_path), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=CalibrationMethod.MinMax, providers=["CPUExecutionProvider"])
+                                       calibrate_method=CalibrationMethod.MinMax, providers=["CPUExecutionProvider"],
+                                       use_external_data_format=has_external_data(onnx_path))
         with contextlib.redirect_stdout(io.StringIO()):
             for batch in batches:  # one call per batch: the calibrator merges ranges, memory stays flat
                 calibrator.collect_data(OneBatchReader(batch, "input"))
@@ -83,7 +86,11 @@ def convert_fp16(src: str | Path, dst: str | Path, peaks: dict[str, float] | Non
     """
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(src))
+    # Shape inference on the graph alone (it needs no weights), then the weights: in-memory inference
+    # cannot serialise a model over 2 GB, so the converter's own inference is switched off below.
+    graph_only = onnx.load(str(src), load_external_data=False)
+    model = onnx.shape_inference.infer_shapes(graph_only)
+    load_external_data_for_model(model, str(Path(src).parent))
     ops = list(FP32_OPS)
     if not nodes_of_type(model, ["LayerNormalization"]):
         ops += DECOMPOSED_NORM_OPS  # opset 16: LayerNorm arrives as primitives
@@ -95,6 +102,7 @@ def convert_fp16(src: str | Path, dst: str | Path, peaks: dict[str, float] | Non
         converted = convert_float_to_float16(
             model,
             keep_io_types=True,
+            disable_shape_infer=True,
             op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ops,
             node_block_list=list(dict.fromkeys([*heads, *by_range])),
         )
@@ -103,10 +111,11 @@ def convert_fp16(src: str | Path, dst: str | Path, peaks: dict[str, float] | Non
     fold_cast_roundtrips(converted)
     drop_duplicate_nodes(converted)  # the converter emits one identical Cast per blocked consumer
     topological_sort(converted)
-    onnx.checker.check_model(converted)
     del converted.metadata_props[:]
-    converted.metadata_props.extend(model.metadata_props)
-    onnx.save(converted, str(dst))
+    converted.metadata_props.extend(graph_only.metadata_props)  # shape inference drops them
+    # A source with external data gives a variant with external data (one layout per export).
+    save_onnx(converted, dst, True if has_external_data(src) else None)
+    onnx.checker.check_model(str(dst))  # by path: an in-memory check cannot hold a model over 2 GB
     return Fp16Result(Path(dst), ops, heads, by_range)
 
 

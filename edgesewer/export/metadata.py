@@ -32,10 +32,41 @@ REQUIRED_KEYS = (
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks (engines and ONNX files can be hundreds of MB)."""
     digest = hashlib.sha256()
+    _digest_file(digest, path, chunk)
+    return digest.hexdigest()
+
+
+def _digest_file(digest, path: str | Path, chunk: int = 1 << 20) -> None:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+
+
+def data_file_for(model_file: str | Path) -> Path:
+    """`x.onnx` -> `x.onnx.data`: where a model over 2 GB keeps its tensors (ONNX external data)."""
+    path = Path(model_file)
+    return path.with_name(path.name + ".data")
+
+
+def model_bytes(model_file: str | Path) -> int:
+    """Size of a model on disk, its external-data file included."""
+    data = data_file_for(model_file)
+    return Path(model_file).stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+def sha256_model(model_file: str | Path) -> str:
+    """SHA-256 of an ONNX model and, when it has one, its external-data file: what the model computes."""
+    digest = hashlib.sha256()
+    _digest_file(digest, model_file)
+    if data_file_for(model_file).is_file():
+        _digest_file(digest, data_file_for(model_file))
     return digest.hexdigest()
+
+
+def external_data_entry(model_file: str | Path) -> dict[str, str] | None:
+    """The sidecar's record of the external-data file (name and hash), None when the model has none."""
+    data = data_file_for(model_file)
+    return {"file": data.name, "sha256": sha256_file(data)} if data.is_file() else None
 
 
 def artifact_stem(model: str, precision: str) -> str:
@@ -96,6 +127,7 @@ def build_sidecar(
         "target": target,
         "file": model_file.name,
         "file_sha256": sha256_file(model_file),
+        "external_data": external_data_entry(model_file) if model_file.suffix == ".onnx" else None,
         "onnx_sha256": onnx_sha256,
         "opset": int(opset),
         "model_cfg": model_cfg,

@@ -8,6 +8,8 @@ fixed so TensorRT picks simple kernels.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from edgesewer.errors import ExportError
+from edgesewer.export.onnx_io import load_onnx, save_onnx
 from edgesewer.modelcfg import ModelCfg
 
 INPUT_NAME = "input"
@@ -91,10 +94,15 @@ class OnnxExport:
     opset: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    external_data: bool = False  # the tensors are in `<path>.data` (onnx_io)
 
 
-def export_onnx(model: nn.Module, cfg: ModelCfg, path: str | Path, opset: int = 17, batch: int = 1) -> OnnxExport:
+def export_onnx(model: nn.Module, cfg: ModelCfg, path: str | Path, opset: int = 17, batch: int = 1,
+                external_data: bool | None = None) -> OnnxExport:
     """Export `model` (eval mode) to `path`; check the graph and lint for ops TensorRT cannot parse.
+
+    `external_data`: tensors in `<path>.data` (True), inline (False) or only when the graph passes
+    protobuf's 2 GB limit (None), as NFNet-F6 and EfficientNet-L2 do.
 
     Raises:
         ExportError: the exporter failed, or the graph holds an op no target can parse.
@@ -106,6 +114,25 @@ def export_onnx(model: nn.Module, cfg: ModelCfg, path: str | Path, opset: int = 
         sample = wrapper(dummy)
     names = output_names(cfg.task, len(sample))
     dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name, _ in names}}
+    # Over 2 GB torch writes one file per tensor beside its output: give it a folder of its own.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.torch-", dir=path.parent))
+    try:
+        _torch_export(wrapper, dummy, scratch / "model.onnx", cfg, opset, names, dynamic)
+        graph = load_onnx(scratch / "model.onnx")
+        lint_for_tensorrt(graph, cfg.name)
+        _embed_metadata(graph, cfg)
+        external = save_onnx(graph, path, external_data)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    del graph
+    onnx.checker.check_model(str(path))  # by path: the checker then reads external data too
+    inputs = [TensorSpec(INPUT_NAME, (-1, *cfg.input_shape))]
+    outputs = [TensorSpec(name, (-1, *t.shape[1:]), kind=kind) for (name, kind), t in zip(names, sample)]
+    return OnnxExport(path=path, opset=opset, inputs=inputs, outputs=outputs, external_data=external)
+
+
+def _torch_export(wrapper: nn.Module, dummy: torch.Tensor, path: Path, cfg: ModelCfg, opset: int,
+                  names: list[tuple[str, str]], dynamic: dict[str, dict[int, str]]) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches
@@ -123,14 +150,6 @@ def export_onnx(model: nn.Module, cfg: ModelCfg, path: str | Path, opset: int = 
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported as one line
         raise ExportError(f"ONNX export of {cfg.name} at opset {opset} failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    graph = onnx.load(str(path))
-    lint_for_tensorrt(graph, cfg.name)
-    _embed_metadata(graph, cfg)
-    onnx.save(graph, str(path))
-    onnx.checker.check_model(str(path))
-    inputs = [TensorSpec(INPUT_NAME, (-1, *cfg.input_shape))]
-    outputs = [TensorSpec(name, (-1, *t.shape[1:]), kind=kind) for (name, kind), t in zip(names, sample)]
-    return OnnxExport(path=path, opset=opset, inputs=inputs, outputs=outputs)
 
 
 def lint_for_tensorrt(graph: onnx.ModelProto, model_name: str) -> None:

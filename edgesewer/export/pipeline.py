@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgesewer.errors import DataError, ExportError, ModelNotFound
-from edgesewer.export.metadata import artifact_stem, build_sidecar, sha256_file, sidecar_path_for, write_sidecar
+from edgesewer.export.metadata import (artifact_stem, build_sidecar, data_file_for, sha256_model, sidecar_path_for,
+                                       write_sidecar)
 from edgesewer.export.profiles import BatchProfile, TargetProfile, default_profile_name, load_profile
 from edgesewer.export.summary import followup_commands
 from edgesewer.modelcfg import ModelCfg
@@ -68,6 +69,7 @@ class ExportOptions:
     opset: int | None = None
     out: str | Path | None = None  # default runs/export/<model>/
     simplify: bool = True
+    external_data: bool | None = None  # weights in <file>.onnx.data: True always, None only over 2 GB (onnx_io)
     accuracy: bool | None = None  # None = when the weights are trained and the data has labels
     accuracy_images: int | None = 500
     max_fp16_loss: float = 0.3  # points of the main metric (F2_CIW, ODS, mAP) fp16 may lose against fp32
@@ -218,8 +220,10 @@ class _Stage:
         from edgesewer.export.simplify import simplify_onnx
 
         fp32 = self.path("fp32")
-        with self.timed(f"ONNX export (opset {self.opset}, dynamic batch)"):
-            exported = export_onnx(self.loaded.model, self.cfg, fp32, self.opset)
+        with self.timed(f"ONNX export (opset {self.opset}, dynamic batch)") as step:
+            exported = export_onnx(self.loaded.model, self.cfg, fp32, self.opset, external_data=self.opts.external_data)
+            if exported.external_data:
+                step.detail = f"weights in {data_file_for(fp32).name} ({data_file_for(fp32).stat().st_size / 1e9:.2f} GB)"
         self.inputs, self.outputs = exported.inputs, exported.outputs
         with self.timed("simplify (onnxsim)") as step:
             simplified = simplify_onnx(fp32, self.opts.simplify)
@@ -388,7 +392,7 @@ class _Stage:
     def write_sidecars(self, wanted: list[str]) -> None:
         from edgesewer.export.quantize import QDQ_FP16_OPSET
 
-        onnx_sha = sha256_file(self.files["fp32"])
+        onnx_sha = sha256_model(self.files["fp32"])
         build = {"profile": self.profile.name, "tensorrt": self.profile.tensorrt, "batch": self.batch.as_dict(),
                  "workspace_gib": self.profile.workspace_gib, "strongly_typed": self.profile.strongly_typed,
                  "jetson": self.profile.jetson}
@@ -449,6 +453,13 @@ def _publish(stage: _Stage, out_dir: Path) -> ExportResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     staged_models = [*stage.files.values(), *([stage.engine] if stage.engine else [])]
     for path in staged_models:
+        # A model over 2 GB keeps its tensors in <name>.data: it travels with the model, and one left
+        # from an earlier export of an inline model is stale (ONNX Runtime would never read it).
+        data, old_data = data_file_for(path), data_file_for(out_dir / path.name)
+        if data.is_file():
+            os.replace(data, old_data)
+        elif path.suffix == ".onnx":
+            old_data.unlink(missing_ok=True)
         os.replace(path, out_dir / path.name)
     for path in staged_models:
         os.replace(sidecar_path_for(path), sidecar_path_for(out_dir / path.name))

@@ -20,7 +20,6 @@ with uint8 activations from the same calibration; `auto` times both and keeps th
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,10 +29,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 
 from edgesewer.errors import ExportError
 from edgesewer.export.calibrate import QUANT_OP_TYPES, Calibration, ort_method
 from edgesewer.export.graph import head_nodes, sensitive_nodes
+from edgesewer.export.onnx_io import copy_metadata, has_external_data, load_onnx, save_onnx
 
 CPU_MODES = ("auto", "dynamic", "static")
 # Dynamic ConvInteger is slower than FP32 Conv in ORT; dynamic quantisation covers the matmuls.
@@ -70,10 +71,10 @@ def quantize_qdq(src: str | Path, dst: str | Path, calibration: Calibration, wei
     """The TensorRT-ready Q/DQ INT8 ONNX (see module docstring)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    model = onnx.load(str(src))
+    model = _graph_only(src)
     exclude = float_nodes(model)
     _run_quietly(
-        quantize_static, str(src), str(dst), calibration_data_reader=None,
+        quantize_static, str(src), str(dst), calibration_data_reader=None, use_external_data_format=has_external_data(src),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True,
         reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude, calibrate_method=ort_method(calibration.method),
@@ -88,7 +89,7 @@ def quantize_qdq(src: str | Path, dst: str | Path, calibration: Calibration, wei
             "OpTypesToExcludeOutputQuantization": list(QUANT_OP_TYPES),
         },
     )
-    _copy_metadata(model, dst)
+    copy_metadata(model, dst)
     return QuantResult(Path(dst), exclude, "qdq")
 
 
@@ -107,7 +108,8 @@ def quantize_qdq_fp16(src: str | Path, dst: str | Path, calibration: Calibration
 
     from edgesewer.export.fp16 import convert_fp16
 
-    model = onnx.load(str(src))
+    # The converter serialises the model it is given: convert the graph alone, then fetch its weights.
+    model = _graph_only(src)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     with tempfile.TemporaryDirectory(prefix="edgesewer-int8fp16-") as tmp:
         upgraded, qdq = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -116,7 +118,8 @@ def quantize_qdq_fp16(src: str | Path, dst: str | Path, calibration: Calibration
         except Exception as exc:  # noqa: BLE001 - the converter raises bare errors on ops it cannot adapt
             raise ExportError(f"{src}: cannot move the graph from opset {opset} to {QDQ_FP16_OPSET} for int8-fp16 "
                               f"({type(exc).__name__}: {exc})") from None
-        onnx.save(moved, str(upgraded))
+        load_external_data_for_model(moved, str(Path(src).parent))
+        save_onnx(moved, upgraded, has_external_data(src))
         quantized = quantize_qdq(upgraded, qdq, calibration, weight_qdq_pair)
         convert_fp16(qdq, dst)
     return QuantResult(Path(dst), quantized.excluded_nodes, "qdq-fp16")
@@ -132,11 +135,11 @@ def quantize_cpu(
         if mode == "static":
             raise ExportError("static int8-cpu quantisation needs calibration data")
         mode = "dynamic"
-    model = onnx.load(str(src))
+    model = _graph_only(src)
     exclude = float_nodes(model)
     if mode != "auto":
         _quantize_cpu_variant(mode, src, dst, calibration, exclude)
-        _copy_metadata(model, dst)
+        copy_metadata(model, dst)
         return QuantResult(Path(dst), exclude, mode)
     with tempfile.TemporaryDirectory(prefix="edgesewer-int8cpu-") as tmp:
         timings: dict[str, float] = {}
@@ -145,9 +148,12 @@ def quantize_cpu(
             _quantize_cpu_variant(candidate, src, path, calibration, exclude)
             timings[candidate] = batch1_latency_ms(path, runs=timing_runs)
         best = min(timings, key=timings.get)
-        shutil.copyfile(Path(tmp) / f"{best}.onnx", dst)
+        chosen = load_onnx(Path(tmp) / f"{best}.onnx")
+        del chosen.metadata_props[:]
+        chosen.metadata_props.extend(model.metadata_props)
+        # Saved again rather than copied: an external-data file is named after its model.
+        save_onnx(chosen, dst, has_external_data(Path(tmp) / f"{best}.onnx"))
         timings["fp32"] = batch1_latency_ms(src, runs=timing_runs)  # reported, so a slower int8 is visible
-    _copy_metadata(model, dst)
     return QuantResult(Path(dst), exclude, best, timings)
 
 
@@ -156,14 +162,15 @@ def _quantize_cpu_variant(mode: str, src: str | Path, dst: str | Path, calibrati
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if mode == "dynamic":
-        _run_quietly(quantize_dynamic, str(src), str(dst), op_types_to_quantize=list(_DYNAMIC_OPS),
+        _run_quietly(quantize_dynamic, str(src), str(dst), use_external_data_format=has_external_data(src),
+                     op_types_to_quantize=list(_DYNAMIC_OPS),
                      per_channel=False, reduce_range=False, weight_type=QuantType.QInt8,
                      nodes_to_exclude=list(exclude))
         return
     assert calibration is not None
     # u8 activations x s8 weights is the VNNI/AVX2 fast path of ORT's QLinear kernels.
     _run_quietly(quantize_static, str(src), str(dst), calibration_data_reader=None,
-                 quant_format=QuantFormat.QOperator, op_types_to_quantize=list(QUANT_OP_TYPES),
+                 use_external_data_format=has_external_data(src), quant_format=QuantFormat.QOperator, op_types_to_quantize=list(QUANT_OP_TYPES),
                  per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                  weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
                  calibrate_method=ort_method(calibration.method),
@@ -204,8 +211,6 @@ def _run_quietly(fn, *args, **kwargs) -> None:
         root.setLevel(level)
 
 
-def _copy_metadata(source: onnx.ModelProto, dst: str | Path) -> None:
-    quantized = onnx.load(str(dst))
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(source.metadata_props)
-    onnx.save(quantized, str(dst))
+def _graph_only(path: str | Path) -> onnx.ModelProto:
+    """The graph without its weights: enough to choose the nodes to exclude, and small for any model."""
+    return onnx.load(str(path), load_external_data=False)

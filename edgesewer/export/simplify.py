@@ -11,6 +11,8 @@ from pathlib import Path
 
 import onnx
 
+from edgesewer.export.onnx_io import GRAPH_HEADROOM, PROTOBUF_LIMIT, data_file_for, has_external_data, load_onnx, save_onnx
+
 
 @dataclass
 class SimplifyResult:
@@ -23,10 +25,14 @@ class SimplifyResult:
 def simplify_onnx(path: str | Path, enabled: bool = True) -> SimplifyResult:
     """Simplify the ONNX file at `path` in place (metadata kept); no-op when `enabled` is False."""
     path = Path(path)
-    model = onnx.load(str(path))
-    before = len(model.graph.node)
+    before = len(onnx.load(str(path), load_external_data=False).graph.node)
     if not enabled:
         return SimplifyResult(False, before, before, "disabled (--no-simplify)")
+    external = has_external_data(path)
+    if external and data_file_for(path).stat().st_size + GRAPH_HEADROOM > PROTOBUF_LIMIT:
+        # onnxsim serialises the model into one protobuf, which cannot hold 2 GB or more.
+        return SimplifyResult(False, before, before, "skipped: the graph is over protobuf's 2 GB limit")
+    model = load_onnx(path)
     try:
         import onnxsim
 
@@ -38,5 +44,5 @@ def simplify_onnx(path: str | Path, enabled: bool = True) -> SimplifyResult:
     # onnxsim rebuilds the ModelProto; carry our metadata (model cfg) across.
     del simplified.metadata_props[:]
     simplified.metadata_props.extend(model.metadata_props)
-    onnx.save(simplified, str(path))
+    save_onnx(simplified, path, external)
     return SimplifyResult(True, before, len(simplified.graph.node))

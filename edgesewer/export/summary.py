@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgesewer.export.metadata import model_bytes
+
 if TYPE_CHECKING:
     from edgesewer.export.pipeline import ExportResult
 
@@ -51,7 +53,7 @@ def summary_rows(result: "ExportResult") -> list[dict[str, Any]]:
         accuracy = sidecar.get("accuracy") or {}
         calib = sidecar.get("calibration") or {}
         rows.append({
-            "precision": precision, "file": str(path), "size_mb": path.stat().st_size / 1e6,
+            "precision": precision, "file": str(path), "size_mb": model_bytes(path) / 1e6,
             "max_abs_diff": parity.get("max_abs_diff"), "agreement": parity.get("decision_agreement"),
             "accuracy": accuracy, "calibration_images": calib.get("images"),
         })

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from edgesewer.errors import BackendError, ExportError
-from edgesewer.export.metadata import read_sidecar, sha256_file, write_sidecar
+from edgesewer.export.metadata import data_file_for, read_sidecar, sha256_file, sidecar_path_for, write_sidecar
 from edgesewer.export.profiles import BatchProfile
+from edgesewer.runtime.artifact import check_external_data
 
 GIB = 1 << 30
 
@@ -227,6 +228,9 @@ def build_engine(
         flag_bits |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flag_bits)
     parser = trt.OnnxParser(network, logger)
+    if not features.parse_from_file and data_file_for(onnx_path).is_file():
+        raise ExportError(f"{onnx_path}: its weights are in {data_file_for(onnx_path).name}, which TensorRT "
+                          f"{features.version} can read only through OnnxParser.parse_from_file; it has none")
     parsed = parser.parse_from_file(str(onnx_path)) if features.parse_from_file else parser.parse(onnx_path.read_bytes())
     if not parsed:
         raise ExportError(parser_errors(parser, onnx_path, features.version))
@@ -333,6 +337,7 @@ def build_from_artifact(
         "file": engine_path.name,
         "source_onnx": onnx_path.name,
         "source_onnx_sha256": sidecar["file_sha256"],
+        "external_data": None,  # the engine holds its weights
         "tensorrt": info,
     })
     _write_bytes_atomic(engine_path, plan_bytes)
@@ -358,6 +363,7 @@ def _source_onnx(artifact: Path) -> tuple[Path, dict[str, Any]]:
     onnx_sidecar = read_sidecar(onnx_path)
     if sha256_file(onnx_path) != onnx_sidecar["file_sha256"]:
         raise BackendError(f"{onnx_path}: does not match its sidecar (re-export, or copy both files together)")
+    check_external_data(onnx_path, sidecar_path_for(onnx_path), onnx_sidecar)
     return onnx_path, onnx_sidecar
 
 

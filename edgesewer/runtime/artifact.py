@@ -187,6 +187,7 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Artifact:
         _check_engine_hash(model_path, sidecar, meta, file_sha256(model_path))
     elif check_hash and meta.get("file_sha256"):
         _check_hash(model_path, meta, file_sha256(model_path))
+        check_external_data(model_path, sidecar, meta)
     try:
         cfg = ModelCfg.from_dict(meta["model_cfg"])
         inputs = [TensorSpec.from_dict(d) for d in meta["inputs"]]
@@ -204,6 +205,28 @@ def _check_hash(model_path: Path, meta: dict[str, Any], actual: str) -> None:
             f"{model_path}: does not match its sidecar (sha256 {actual[:12]} != {str(meta['file_sha256'])[:12]}); "
             "the model was replaced or re-exported without its sidecar"
         )
+
+
+def check_external_data(model_path: Path, sidecar: Path, meta: dict[str, Any]) -> None:
+    """A model over 2 GB keeps its tensors in one file beside it: it must be there and be the exported one.
+
+    ONNX Runtime and TensorRT read that file by the name inside the (hashed) .onnx, so checking the
+    name the sidecar gives and its hash covers every byte the model computes with.
+    """
+    entry = meta.get("external_data")
+    if not entry:
+        return
+    name = str(entry.get("file") or "") if isinstance(entry, dict) else ""
+    if not name or Path(name).name != name:
+        raise BackendError(f"{sidecar}: external_data names {name!r}, not a file beside {model_path.name}")
+    data = model_path.with_name(name)
+    if not data.is_file():
+        raise BackendError(f"{model_path}: its tensors file {name} is missing; copy it along with the model "
+                           "(models over 2 GB keep their weights there)")
+    actual = file_sha256(data)
+    if actual != entry.get("sha256"):
+        raise BackendError(f"{data}: does not match the sidecar (sha256 {actual[:12]} != {str(entry.get('sha256'))[:12]}); "
+                           "the weights were replaced or come from another export")
 
 
 def _check_engine_hash(model_path: Path, sidecar: Path, meta: dict[str, Any], actual: str) -> None:
