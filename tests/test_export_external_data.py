@@ -129,3 +129,19 @@ def test_int8_fp16_with_external_data(tmp_path, data):
     x = _inputs()
     diff = np.abs(onnx_outputs(path, x)[0] - onnx_outputs(result.artifacts["fp32"], x)[0]).max()
     assert diff < 0.1, diff  # measured 0.023 (logits within +-0.7): int8 of random weights, close, not equal
+
+
+def test_shape_inference_sets_the_weights_aside(tmp_path, data):
+    """The fp16 step infers the tensor types of an in-memory graph that may be over 2 GB: without its bytes."""
+    from edgesewer.export.graph import tensor_elem_types
+
+    path = _export(tmp_path, data, tmp_path / "out", precision="fp32", external=False).artifacts["fp32"]
+    model = load_onnx(path)
+    types = tensor_elem_types(model)
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    assert len(inferred.graph.value_info) > 100
+    assert all(types[vi.name] == vi.type.tensor_type.elem_type for vi in inferred.graph.value_info)
+    again = tmp_path / "again.onnx"
+    save_onnx(model, again)  # every byte is back: the same outputs
+    x = _inputs(2)
+    np.testing.assert_array_equal(onnx_outputs(again, x)[0], onnx_outputs(path, x)[0])

@@ -69,7 +69,10 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
 
 def tensor_elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor whose type is known after shape inference."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    from edgesewer.export.onnx_io import tensor_bytes_set_aside
+
+    with tensor_bytes_set_aside(model):  # inference serialises the model; without the bytes any size fits
+        inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
     types: dict[str, int] = {}
     for vi in [*graph.input, *graph.output, *graph.value_info]:

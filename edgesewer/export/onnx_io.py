@@ -10,6 +10,7 @@ variant keeps the layout its source had, and an inline file never leaves a stale
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -49,6 +50,23 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
 
 def needs_external_data(model: onnx.ModelProto) -> bool:
     return tensor_bytes(model) + GRAPH_HEADROOM > PROTOBUF_LIMIT
+
+
+@contextmanager
+def tensor_bytes_set_aside(model: onnx.ModelProto) -> Iterator[None]:
+    """Take the tensors' bytes out of `model` for a while, and put them back.
+
+    Shape inference and the checker serialise the model they are given, which fails over 2 GB;
+    they need the tensors' types and dimensions only, which stay.
+    """
+    kept = [(t, t.raw_data) for t in _tensors(model.graph) if t.HasField("raw_data")]
+    for tensor, _ in kept:
+        tensor.ClearField("raw_data")
+    try:
+        yield
+    finally:
+        for tensor, data in kept:
+            tensor.raw_data = data
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
