@@ -54,6 +54,7 @@ def test_external_data_export_runs_every_step_and_matches_the_inline_export(tmp_
     for precision, path in result.artifacts.items():
         assert has_external_data(path), precision
         assert path.stat().st_size < 0.1 * data_file_for(path).stat().st_size  # the weights left the graph
+        assert data_file_for(path).stat().st_mode == path.stat().st_mode  # readable by whoever reads the model
         sidecar = read_sidecar(path)
         assert sidecar["external_data"] == {"file": f"vit-t.{precision}.onnx.data",
                                             "sha256": sha256_file(data_file_for(path))}

@@ -9,6 +9,7 @@ variant keeps the layout its source had, and an inline file never leaves a stale
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +92,8 @@ def save_onnx(model: onnx.ModelProto, path: str | Path, external: bool | None = 
         return False
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024, convert_attribute=True)
+    # onnx creates the data file owner-only; a service user on the robot must read it like the model.
+    os.chmod(data, path.stat().st_mode & 0o777)
     return True
 
 
