@@ -19,8 +19,10 @@ from edgesewer.metrics.sewerml import evaluate_sewerml  # noqa: E402
 from edgesewer.modelcfg import SEWERML_MEAN, SEWERML_STD  # noqa: E402
 from edgesewer.models.losses import ciw_pos_weight  # noqa: E402
 
-SIZE = 96
-STEPS = 350  # a step budget, not a time budget: a loaded CI runner must not change the outcome
+# 160x128 stills at 64 px (2.5x shrink) and a one-cycle lr: ~3x cheaper than 320x256 at 96 px for 350
+# constant-lr steps (229 s -> ~80 s here), and the decayed lr makes the last step's model a stable one.
+GEN_SIZE, SIZE = (160, 128), 64
+STEPS, LR = 250, 3e-3  # a step budget, not a time budget: a loaded CI runner must not change the outcome
 CPU_LIMIT_S = 300  # the "at most 5 CPU minutes" (process CPU time, all threads)
 
 
@@ -36,7 +38,7 @@ def _scores(model, loader):
 
 @pytest.mark.slow
 def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
-    generate(tmp_path, images=2000, videos=0, crack_images=0, seed=0, workers=2, progress=False)
+    generate(tmp_path, images=2000, videos=0, crack_images=0, size=GEN_SIZE, seed=0, workers=2, progress=False)
     train = load_split(tmp_path / "sewerml", "Train")
     val = load_split(tmp_path / "sewerml", "Val")
     torch.manual_seed(0)
@@ -51,7 +53,8 @@ def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
     val_loader = torch.utils.data.DataLoader(ds_val, batch_size=64)
 
     model = timm.create_model("resnet10t", num_classes=17, pretrained=False)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=STEPS, pct_start=0.15)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.as_tensor(ciw_pos_weight(), dtype=torch.float32))
     start, cpu_start, step = time.monotonic(), time.process_time(), 0
     while step < STEPS:
@@ -64,6 +67,7 @@ def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             step += 1
             if step >= STEPS:
                 break
@@ -75,7 +79,9 @@ def test_small_timm_model_learns_synthetic_sewerml(tmp_path):
     constant = evaluate_sewerml(np.ones_like(scores), targets)  # the best constant: all positive
     print(f"steps={step} in {train_s:.0f} s wall, {train_cpu:.0f} s CPU: trained F2_CIW={trained['F2_CIW']:.3f} "
           f"F1_Normal={trained['F1_Normal']:.3f} mAP={trained['mAP']:.3f} | all-ones F2_CIW={constant['F2_CIW']:.3f}")
+    # Two runs here (torch seeds 0 and 1): F2_CIW 0.439 / 0.458, mAP 0.423 / 0.426, against all-ones F2_CIW
+    # 0.214 and a class-prevalence mAP of 0.065. Untrained (0 steps): F2_CIW 0.042, mAP 0.062, so all three fail.
     assert trained["F2_CIW"] > constant["F2_CIW"] + 0.15
     assert trained["F2_CIW"] > 1.5 * constant["F2_CIW"]
-    assert trained["mAP"] > 0.4
+    assert trained["mAP"] > 0.3
     assert train_cpu < CPU_LIMIT_S
