@@ -18,14 +18,9 @@ from edgesewer.export.metadata import data_file_for, read_sidecar, sha256_file, 
 from edgesewer.export.onnx_io import has_external_data, load_onnx, needs_external_data, save_onnx, tensor_bytes
 from edgesewer.export.parity import onnx_outputs
 from edgesewer.export.pipeline import ExportOptions, run_export
-from edgesewer.export.profiles import REPO_PROFILE_DIR
 from edgesewer.runtime.artifact import load_artifact
 from test_export_onnx import make_sewerml
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGESEWER_CACHE", str(tmp_path / "cache"))
+from test_export_pipeline import _private_cache, cpu_dynamic_profile  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +30,7 @@ def data(tmp_path_factory):
 
 def _export(tmp_path, data, out, precision="int8", external=True):
     torch.manual_seed(0)  # the same random weights in every export, so layouts can be compared
-    profile = tmp_path / "cpu-dynamic.yaml"  # a fixed int8-cpu mode keeps the run short and deterministic
-    profile.write_text((REPO_PROFILE_DIR / "ort-cpu.yaml").read_text().replace("cpu_int8: auto", "cpu_int8: dynamic"))
+    profile = cpu_dynamic_profile(tmp_path)
     return run_export(ExportOptions(model="vit-t", weights="random", precision=precision, profile=str(profile),
                                     imgsz=64, calib_data=data, calib_images=8, out=out, progress=False,
                                     external_data=True if external else None, seed=0), log=lambda s: None)

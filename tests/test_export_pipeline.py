@@ -47,10 +47,15 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-def test_cpu_int8_export_writes_the_artifact_contract(tmp_path, data):
-    # The shipped ort-cpu profile times both CPU variants (auto); a fixed mode keeps the test deterministic.
+def cpu_dynamic_profile(tmp_path):
+    """The shipped ort-cpu profile times both CPU variants (auto); a fixed mode keeps a test deterministic."""
     profile = tmp_path / "cpu-dynamic.yaml"
     profile.write_text((REPO_PROFILE_DIR / "ort-cpu.yaml").read_text().replace("cpu_int8: auto", "cpu_int8: dynamic"))
+    return profile
+
+
+def test_cpu_int8_export_writes_the_artifact_contract(tmp_path, data):
+    profile = cpu_dynamic_profile(tmp_path)
     out = tmp_path / "out"
     result = run_export(ExportOptions(model="vit-t", weights="random", precision="int8", profile=str(profile),
                                       imgsz=64, calib_data=data, calib_images=12, out=out, progress=False),

@@ -22,7 +22,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
 from edgesewer.errors import ExportError
-from edgesewer.export.onnx_io import has_external_data, save_onnx
+from edgesewer.export.onnx_io import refers_to_external_data, save_onnx
 from edgesewer.export.graph import (
     DECOMPOSED_NORM_OPS,
     SENSITIVE_OPS,
@@ -130,7 +130,7 @@ def convert_fp16(src: str | Path, dst: str | Path, peaks: dict[str, float] | Non
     del converted.metadata_props[:]
     converted.metadata_props.extend(graph_only.metadata_props)  # shape inference drops them
     # A source with external data gives a variant with external data (one layout per export).
-    save_onnx(converted, dst, True if has_external_data(src) else None)
+    save_onnx(converted, dst, True if refers_to_external_data(graph_only) else None)
     onnx.checker.check_model(str(dst))  # by path: an in-memory check cannot hold a model over 2 GB
     return Fp16Result(Path(dst), ops, heads, by_range)
 

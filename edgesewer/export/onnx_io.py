@@ -40,7 +40,11 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
 
 def has_external_data(path: str | Path) -> bool:
     """Whether the ONNX file at `path` keeps any tensor outside the protobuf (reads the graph only)."""
-    model = onnx.load(str(path), load_external_data=False)
+    return refers_to_external_data(onnx.load(str(path), load_external_data=False))
+
+
+def refers_to_external_data(model: onnx.ModelProto) -> bool:
+    """Whether any tensor of `model`, as loaded without its external data, lives in another file."""
     return any(uses_external_data(t) for t in _tensors(model.graph))
 
 

@@ -223,7 +223,8 @@ class _Stage:
         with self.timed(f"ONNX export (opset {self.opset}, dynamic batch)") as step:
             exported = export_onnx(self.loaded.model, self.cfg, fp32, self.opset, external_data=self.opts.external_data)
             if exported.external_data:
-                step.detail = f"weights in {data_file_for(fp32).name} ({data_file_for(fp32).stat().st_size / 1e9:.2f} GB)"
+                data = data_file_for(fp32)
+                step.detail = f"weights in {data.name} ({data.stat().st_size / 1e9:.2f} GB)"
         self.inputs, self.outputs = exported.inputs, exported.outputs
         with self.timed("simplify (onnxsim)") as step:
             simplified = simplify_onnx(fp32, self.opts.simplify)

@@ -34,7 +34,7 @@ from onnx.external_data_helper import load_external_data_for_model
 from edgesewer.errors import ExportError
 from edgesewer.export.calibrate import QUANT_OP_TYPES, Calibration, ort_method
 from edgesewer.export.graph import head_nodes, sensitive_nodes
-from edgesewer.export.onnx_io import copy_metadata, has_external_data, load_onnx, save_onnx
+from edgesewer.export.onnx_io import copy_metadata, has_external_data, load_onnx, refers_to_external_data, save_onnx
 
 CPU_MODES = ("auto", "dynamic", "static")
 # Dynamic ConvInteger is slower than FP32 Conv in ORT; dynamic quantisation covers the matmuls.
@@ -74,7 +74,8 @@ def quantize_qdq(src: str | Path, dst: str | Path, calibration: Calibration, wei
     model = _graph_only(src)
     exclude = float_nodes(model)
     _run_quietly(
-        quantize_static, str(src), str(dst), calibration_data_reader=None, use_external_data_format=has_external_data(src),
+        quantize_static, str(src), str(dst), calibration_data_reader=None,
+        use_external_data_format=refers_to_external_data(model),
         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=True,
         reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude, calibrate_method=ort_method(calibration.method),
@@ -119,7 +120,7 @@ def quantize_qdq_fp16(src: str | Path, dst: str | Path, calibration: Calibration
             raise ExportError(f"{src}: cannot move the graph from opset {opset} to {QDQ_FP16_OPSET} for int8-fp16 "
                               f"({type(exc).__name__}: {exc})") from None
         load_external_data_for_model(moved, str(Path(src).parent))
-        save_onnx(moved, upgraded, has_external_data(src))
+        save_onnx(moved, upgraded, refers_to_external_data(model))
         quantized = quantize_qdq(upgraded, qdq, calibration, weight_qdq_pair)
         convert_fp16(qdq, dst)
     return QuantResult(Path(dst), quantized.excluded_nodes, "qdq-fp16")
@@ -170,7 +171,8 @@ def _quantize_cpu_variant(mode: str, src: str | Path, dst: str | Path, calibrati
     assert calibration is not None
     # u8 activations x s8 weights is the VNNI/AVX2 fast path of ORT's QLinear kernels.
     _run_quietly(quantize_static, str(src), str(dst), calibration_data_reader=None,
-                 use_external_data_format=has_external_data(src), quant_format=QuantFormat.QOperator, op_types_to_quantize=list(QUANT_OP_TYPES),
+                 use_external_data_format=has_external_data(src), quant_format=QuantFormat.QOperator,
+                 op_types_to_quantize=list(QUANT_OP_TYPES),
                  per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
                  weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
                  calibrate_method=ort_method(calibration.method),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import onnx
 
-from edgesewer.export.onnx_io import GRAPH_HEADROOM, PROTOBUF_LIMIT, data_file_for, has_external_data, load_onnx, save_onnx
+from edgesewer.export.onnx_io import (GRAPH_HEADROOM, PROTOBUF_LIMIT, data_file_for, load_onnx, refers_to_external_data,
+                                      save_onnx)
 
 
 @dataclass
@@ -25,10 +26,11 @@ class SimplifyResult:
 def simplify_onnx(path: str | Path, enabled: bool = True) -> SimplifyResult:
     """Simplify the ONNX file at `path` in place (metadata kept); no-op when `enabled` is False."""
     path = Path(path)
-    before = len(onnx.load(str(path), load_external_data=False).graph.node)
+    graph_only = onnx.load(str(path), load_external_data=False)
+    before = len(graph_only.graph.node)
     if not enabled:
         return SimplifyResult(False, before, before, "disabled (--no-simplify)")
-    external = has_external_data(path)
+    external = refers_to_external_data(graph_only)
     if external and data_file_for(path).stat().st_size + GRAPH_HEADROOM > PROTOBUF_LIMIT:
         # onnxsim serialises the model into one protobuf, which cannot hold 2 GB or more.
         return SimplifyResult(False, before, before, "skipped: the graph is over protobuf's 2 GB limit")

@@ -225,7 +225,8 @@ def check_external_data(model_path: Path, sidecar: Path, meta: dict[str, Any]) -
                            "(models over 2 GB keep their weights there)")
     actual = file_sha256(data)
     if actual != entry.get("sha256"):
-        raise BackendError(f"{data}: does not match the sidecar (sha256 {actual[:12]} != {str(entry.get('sha256'))[:12]}); "
+        expected = str(entry.get("sha256"))[:12]
+        raise BackendError(f"{data}: does not match the sidecar (sha256 {actual[:12]} != {expected}); "
                            "the weights were replaced or come from another export")
 
 
