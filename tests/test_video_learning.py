@@ -87,7 +87,10 @@ def test_superimage_learns_clip_labels(tmp_path):
           f"median {frames['median']:.3f}; {(time.monotonic() - start) / 60:.1f} min")
     # The last two epochs, not the best one: picking the best on the evaluation clips would flatter it.
     # Bounds from two runs here (last epoch 0.278 and 0.232 against constants 0.156): the curve moves by
-    # a few points from run to run, so the margin is set below both.
+    # a few points from run to run, so the margin is set below both. The bound needs the clip training: seeded,
+    # lr 5e-4 ends at 0.252 (passes) and lr 0 at 0.196 (fails; the frame head alone, copied onto the pooled
+    # tiles). Smaller settings that would save minutes (32-px tiles, 20-30 videos, 2-5 epochs) did not learn:
+    # their lr-0 runs scored as well as or better than the trained ones, so this test keeps its size.
     late = max(curve[-2:])
     assert late > constant + 0.05
     assert late > 1.3 * constant
