@@ -67,8 +67,9 @@ def test_demo_quick_reports_only_what_its_classifier_can_back(demo):
 def test_demo_quick_models_beat_a_constant_predictor(demo):
     """Both models learned something: vit-t-dino's val mAP against the mAP of a constant score (each class's
     prevalence), scnet's test ODS against the F1 of calling every pixel crack (2p / (1 + p)).
-    Measured (one run): mAP 0.118 against 0.052; ODS 0.211 against 0.038. Whether the live run then
-    finds the test video's defect segments is issue 15's bound, not yet met (recall 0 of 4)."""
+    Measured: mAP 0.118 and 0.094 against 0.052 (two runs); scnet, with its 6 whole epochs (DemoPlan.scnet_min_epochs),
+    ODS 0.490 against 0.038 (one run; the clock alone had given it 2 epochs and ODS 0.068 / 0.091). Whether the
+    live run then finds the test video's defect segments is issue 15's bound, not yet met (recall 0 of 4)."""
     import numpy as np
 
     from edgesewer.data.crack import CrackFolder
@@ -82,7 +83,7 @@ def test_demo_quick_models_beat_a_constant_predictor(demo):
     flag_all_f1 = 2 * (crack / pixels) / (1 + crack / pixels)
     rows = list(csv.DictReader((out / "benchmark" / "benchmark.csv").open()))
     ods = next(float(r["ODS"]) for r in rows if (r["model"], r["backend"], r["precision"]) == ("scnet", "ort", "fp32"))
-    assert ods > 2 * flag_all_f1, (ods, flag_all_f1)
+    assert ods > 6 * flag_all_f1, (ods, flag_all_f1)
 
 
 @pytest.mark.slow

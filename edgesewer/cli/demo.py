@@ -13,7 +13,7 @@ from edgesewer.cli._errors import one_line_errors
 @one_line_errors
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Where data, runs, artifacts and reports go.")] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="CI-sized: smaller data and shorter schedules (< 5 min).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="CI-sized: smaller data and shorter schedules (~6 min on 2 cores).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the synthetic data and training.")] = 0,
 ) -> None:
     """Generate synthetic sewer data, train vit-t-dino and scnet briefly, export, run live, benchmark."""
