@@ -241,6 +241,26 @@ def test_augmentation_keeps_image_and_mask_aligned():
     assert small_rgb.shape == (64, 64, 3) and small_mask.shape == (64, 64)  # padded up to the crop
 
 
+def test_right_angle_turns_are_lossless_where_arbitrary_angles_resample():
+    # An asymmetric 1-px crack: every quarter turn appears, and each keeps the crack exactly on the dark pixels.
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[10:40, 30] = mask[20, 35:60] = True
+    rgb[mask] = 20
+    rng = np.random.default_rng(1)
+    seen = set()
+    for _ in range(16):
+        out_rgb, out_mask = augment_pair(rgb, mask, 64, rng, max_rotation=0, hflip=0, vflip=0, right_angles=True)
+        assert out_rgb.flags.c_contiguous and out_mask.flags.c_contiguous
+        assert np.array_equal(out_rgb[..., 0] == 20, out_mask)  # exact, pixel for pixel
+        seen.add(next(k for k in range(4) if np.array_equal(np.rot90(mask, k), out_mask)))
+    assert seen == {0, 1, 2, 3}
+    # An arbitrary angle resamples the image (bilinear) and the mask (nearest): the pair no longer agrees exactly.
+    from edgesewer.data.crack_torch import rotate_pair
+    r_rgb, r_mask = rotate_pair(rgb, mask, 33.0)
+    assert not np.array_equal(r_rgb[..., 0] < 110, r_mask)
+
+
 def test_torch_datasets(tmp_path):
     folder = CrackFolder(make_deepcrack(tmp_path / "dc"), "trainval")
     train = CrackTrainDataset(folder, crop=64, repeats=2)

@@ -129,6 +129,9 @@ def test_recipes_select_on_validation_never_on_test():
     # the CPU recipe: the measured 128-px crops and lr 0.01 with the mean (its header says why)
     assert (cpu.model.img_size, cpu.optim.lr, cpu.loss.focal_reduction, cpu.train.device) == (128, 0.01, "mean", "cpu")
     assert build_seg_loss(cpu).reduction == "mean" and build_seg_loss(gpu).reduction == "sum"
+    # the paper's [0, 90] degree rotation on the GPU; lossless quarter turns on the CPU (the header's measurement)
+    assert (gpu.augment.rotation, gpu.augment.right_angles) == (90, False)
+    assert (cpu.augment.rotation, cpu.augment.right_angles) == (0, True)
 
 
 @pytest.mark.slow

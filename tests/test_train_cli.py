@@ -49,7 +49,7 @@ def trained(sewer, tmp_path_factory):
 def test_train_command_runs_and_prints_next_steps(trained, sewer):
     out, output = trained
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and (out / "recipe.yaml").is_file()
-    assert "best epoch 0: F2_CIW" in output and f"run folder: {out}" in output
+    assert "best epoch 1: F2_CIW" in output and f"run folder: {out}" in output
     assert f"next: edgesewer eval --weights {out / 'best.pt'} --data {sewer}" in output
 
 
@@ -118,7 +118,7 @@ def test_pretrain_command_points_at_the_fine_tuning_step(sewer, tmp_path):
     result = runner.invoke(app, ["pretrain", "vit-t-dino", "--data", str(sewer), "--epochs", "1", "--out", str(out),
                                  "--set", "dino.out_dim=64", *TINY])
     assert result.exit_code == 0, result.output
-    assert "best epoch 0: rankme" in result.output
+    assert "best epoch 1: rankme" in result.output
     assert f"next: edgesewer train vit-t-dino --data {sewer} --backbone {out / 'backbone.pt'}" in result.output
     line = error_line(runner.invoke(app, ["train", "vit-t-dino", "--data", str(sewer), *TINY]))
     assert line.startswith("error: vit-t-dino fine-tunes a DINO backbone: pass --backbone")

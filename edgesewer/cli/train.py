@@ -73,14 +73,13 @@ def _trainer_for(task: str, model: str):
 
 def _report(result, model: str, data: Path, stage: str, task: str = "classify") -> None:
     from edgesewer.train.distributed import DistInfo, init_distributed
+    from edgesewer.train.progress import best_epoch_line
 
     info: DistInfo = init_distributed()
     if not info.is_main:
         return
     best = result.best_metrics
-    keys = ("F2_CIW", "F1_Normal", "mAP", "ODS", "OIS", "IoU", "rankme")
-    shown = "  ".join(f"{k} {best[k]:.4f}" for k in keys if k in best)
-    typer.echo(f"best epoch {best.get('epoch', '-')}: {shown}")
+    typer.echo(best_epoch_line(best, ("F2_CIW", "F1_Normal", "mAP", "ODS", "OIS", "IoU", "rankme")))
     typer.echo(f"run folder: {result.run_dir}")
     if stage == "train":
         best_pt = result.run_dir / "best.pt"

@@ -109,6 +109,7 @@ def train(labels: LabelsOpt, classes: ClassesOpt = "videopipe", video_dir: Video
           trust_checkpoint: TrustCheckpointOpt = False) -> None:
     """Train one super-image model (or frame classifier) with one fold or a held-out set for validation."""
     from edgesewer.data.video import read_labels
+    from edgesewer.train.progress import best_epoch_line
     from edgesewer.train.video import split_train_val, train_video
 
     rec, section = _recipe(recipe, model, labels, classes, video_dir, sets, frame_model,
@@ -117,8 +118,7 @@ def train(labels: LabelsOpt, classes: ClassesOpt = "videopipe", video_dir: Video
     with checkpoint_trust(trust_checkpoint):
         result = train_video(rec, section, train_set, val_set, out=out, resume=resume)
     best = result.best_metrics
-    typer.echo("best epoch {}: {}".format(best.get("epoch", "-"), "  ".join(
-        f"{k} {best[k]:.4f}" for k in ("mAP", "mAP_post", "F2_CIW", "F1_Normal") if k in best)))
+    typer.echo(best_epoch_line(best, ("mAP", "mAP_post", "F2_CIW", "F1_Normal")))
     typer.echo(f"run folder: {result.run_dir}  (val scores: {result.run_dir / 'val_results.json'})")
 
 

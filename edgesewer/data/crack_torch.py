@@ -43,8 +43,15 @@ def pad_to_at_least(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def augment_pair(rgb: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator,
-                 max_rotation: float = 90.0, hflip: float = 0.5, vflip: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """SCNet training augmentation: rotate [0, max_rotation] deg, h/v flips (probabilities), random crop x crop."""
+                 max_rotation: float = 90.0, hflip: float = 0.5, vflip: float = 0.5,
+                 right_angles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """SCNet training augmentation: rotate [0, max_rotation] deg, h/v flips (probabilities), random crop x crop.
+
+    `right_angles` also turns the pair by k x 90 degrees (k uniform in 0..3): a lossless rotation that keeps
+    the image sharp and a 1-px crack mask on its pixels, where an arbitrary angle resamples both."""
+    if right_angles:
+        turns = int(rng.integers(0, 4))
+        rgb, mask = np.ascontiguousarray(np.rot90(rgb, turns)), np.ascontiguousarray(np.rot90(mask, turns))
     if max_rotation > 0:
         rgb, mask = rotate_pair(rgb, mask, float(rng.uniform(0.0, max_rotation)))
     if rng.random() < hflip:
@@ -63,11 +70,12 @@ class CrackTrainDataset(Dataset):
     """Augmented random crops; `repeats` visits each image several times per epoch (small datasets)."""
 
     def __init__(self, folder: CrackFolder, crop: int = 256, edge: str = "canny", max_rotation: float = 90.0,
-                 hflip: float = 0.5, vflip: float = 0.5, repeats: int = 1) -> None:
+                 hflip: float = 0.5, vflip: float = 0.5, repeats: int = 1, right_angles: bool = False) -> None:
         if crop % 32:
             raise ValueError(f"crop must be a multiple of 32 for SCNet, got {crop}")
         self.folder, self.crop, self.edge = folder, crop, edge
         self.max_rotation, self.hflip, self.vflip, self.repeats = max_rotation, hflip, vflip, repeats
+        self.right_angles = right_angles
 
     def __len__(self) -> int:
         return len(self.folder) * self.repeats
@@ -76,7 +84,8 @@ class CrackTrainDataset(Dataset):
         rgb, mask = self.folder[index % len(self.folder)]
         # Seeded from torch's generator, which DataLoader seeds differently in each worker and epoch.
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        rgb, mask = augment_pair(rgb, mask, self.crop, rng, self.max_rotation, self.hflip, self.vflip)
+        rgb, mask = augment_pair(rgb, mask, self.crop, rng, self.max_rotation, self.hflip, self.vflip,
+                                 self.right_angles)
         inputs = crack_input(rgb, edge=self.edge)
         return torch.from_numpy(inputs), torch.from_numpy(mask[None].astype(np.float32))
 

@@ -55,3 +55,11 @@ class TrainProgress:
     def note(self, message: str) -> None:
         if self.enabled:
             self.console.print(message)
+
+
+def best_epoch_line(best: dict, keys: tuple[str, ...]) -> str:
+    """The run's closing line, counting epochs from 1 like the per-epoch lines above it (the stored
+    `best_metrics.json` and `results.jsonl` keep the engine's 0-based index)."""
+    epoch = best.get("epoch")
+    shown = "  ".join(f"{k} {best[k]:.4f}" for k in keys if k in best)
+    return f"best epoch {epoch + 1 if isinstance(epoch, int) else '-'}: {shown}"

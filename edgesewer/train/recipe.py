@@ -139,6 +139,7 @@ class AugmentSection:
     color_jitter: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1, 0.1])
     equalize: float = 0.2  # probability of equalize-or-autocontrast
     rotation: float = 5.0  # max degrees
+    right_angles: bool = False  # crack segmentation only: also turn by a random multiple of 90 degrees (lossless)
     erasing: float = 0.25  # probability of one random erasing
     erasing_scale: list[float] = field(default_factory=lambda: [0.01, 0.05])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.1, 1.0])

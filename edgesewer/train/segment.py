@@ -61,7 +61,8 @@ def build_crack_datasets(recipe: Recipe, root: str | Path, cfg: ModelCfg) -> tup
     edge = cfg.extra.get("edge", "canny")
     train_set = CrackTrainDataset(train, crop=cfg.input_size, edge=edge, max_rotation=recipe.augment.rotation,
                                   hflip=recipe.augment.hflip, vflip=float(getattr(recipe.augment, "vflip", 0.5)),
-                                  repeats=int(getattr(recipe.data, "repeats", 1)))
+                                  repeats=int(getattr(recipe.data, "repeats", 1)),
+                                  right_angles=bool(getattr(recipe.augment, "right_angles", False)))
     # Validate on whole images at their own resolution, tiled by CrackEvaluator: the metric that counts.
     return train_set, CrackEvalDataset(val, mode="full", edge=edge)
 
