@@ -118,6 +118,23 @@ def test_parity_measures_by_hand():
     prob_cand[0, 0, 2, 0] = 0.6  # but a confident background pixel turned crack counts
     assert compare_outputs(prob_ref, prob_cand, "segment").decision_agreement == pytest.approx(2 * 3 / 8)
 
+    # Few crack pixels: the F1 rests on 20 of them, so one flip costs it 2.6 points; a flip budget of 1e-4 of
+    # the pixels (here 1 of 10,000) lets that pass, a second flip does not, and a graph that shifts every
+    # probability by 0.01 fails on the mean however the masks look.
+    few_ref = np.full((1, 1, 100, 100), 0.1, dtype=np.float32)
+    few_ref[0, 0, 50, 40:60] = 0.9
+    few_cand = few_ref.copy()
+    few_cand[0, 0, 50, 40] = 0.1
+    one = compare_outputs(few_ref, few_cand, "segment")
+    assert one.decision_agreement == pytest.approx(2 * 19 / 39) and one.flipped == pytest.approx(1e-4)
+    assert one.mean_abs_diff == pytest.approx(0.8 / 10_000) and one.passes()
+    few_cand[0, 0, 50, 41] = 0.1
+    assert not compare_outputs(few_ref, few_cand, "segment").passes()
+    shifted = compare_outputs(few_ref, few_ref + 0.01, "segment")
+    assert shifted.decision_agreement == 1.0 and shifted.mean_abs_diff == pytest.approx(0.01, rel=1e-3)
+    with pytest.raises(ExportError, match=r"mean \|probability diff\| 0.01 \(limit 0.001\)"):
+        require_parity(shifted, "scnet fp32")
+
 
 def test_a_graph_onnx_runtime_cannot_run_is_a_one_line_export_error(tmp_path):
     """What a broken simplification looked like (Video Swin-B's zero-size ScatterND): a run-time failure."""

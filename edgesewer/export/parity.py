@@ -1,12 +1,17 @@
 """Does the exported graph compute what the PyTorch model computes? Checked on real images.
 
 Classifiers: max |logit difference| and per-class decision agreement at probability 0.5
-(logit >= 0) over every (image, class) pair; both are gated. Segmenter: the F1 and IoU of the
-ONNX crack mask against the PyTorch mask at 0.5 (1.0 = identical masks) are gated; the max
-|probability difference| is reported but not gated, because max-pooling switches flip where two
-activations in a window nearly tie (a 1e-6 difference moves a whole unpooled value). Pixels that
+(logit >= 0) over every (image, class) pair; both are gated. Segmenter: the mean |probability
+difference| is gated (a wrong graph moves most pixels), and so are the masks at 0.5: their F1 (1.0 =
+identical masks) or, where the F1 rests on few crack pixels, the share of pixels whose decision flips.
+The max |probability difference| is reported but not gated, because max-pooling switches flip where
+two activations in a window nearly tie (a 1e-6 difference moves a whole unpooled value). Pixels that
 PyTorch itself puts within AMBIGUOUS of 0.5 are left out of the masks: a barely trained model puts
 much of a tile there, and which side of 0.5 they land on is rounding, not a wrong graph.
+Measured on the full demo's barely trained scnet (2,525 crack pixels of 524,288, most of the map
+between 0.36 and 0.5): ONNX Runtime flipped 14 pixels (F1 0.9948, mean |diff| 3.2e-4; 29,032 pixels
+moved > 1e-3), the order PyTorch shows against itself when its input moves by a relative 1e-4 (F1
+0.9985; 66,402 pixels moved > 1e-3).
 The fp32 artifact must pass; other precisions are measured against the same PyTorch outputs
 and reported, not gated (their accuracy report says whether they are good enough).
 """
@@ -24,6 +29,8 @@ from edgesewer.errors import ExportError
 MAX_ABS_DIFF = 1e-3
 MIN_AGREEMENT = 0.995
 AMBIGUOUS = 0.02  # segmenter: |PyTorch probability - 0.5| below this is not a decision either side can get wrong
+MAX_MEAN_DIFF = 1e-3  # segmenter: mean |probability difference|
+MAX_FLIPPED = 1e-4  # segmenter: share of pixels whose mask decision may flip when the F1 is below MIN_AGREEMENT
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class ParityResult:
     decision_agreement: float  # classifiers: share of (image, class) decisions equal; segmenter: mask F1
     images: int
     iou: float | None = None  # segmenter only
+    mean_abs_diff: float | None = None  # segmenter only
+    flipped: float | None = None  # segmenter only: share of all pixels whose mask decision differs
 
     def as_dict(self) -> dict[str, Any]:
         finite = bool(np.isfinite(self.max_abs_diff))
@@ -42,13 +51,20 @@ class ParityResult:
         }
         if self.iou is not None:
             d["mask_iou"] = float(self.iou)
+        if self.mean_abs_diff is not None and np.isfinite(self.mean_abs_diff):
+            d["mean_abs_diff"] = float(self.mean_abs_diff)
+        if self.flipped is not None:
+            d["flipped_share"] = float(self.flipped)
         if not finite:
             d["non_finite_outputs"] = True
         return d
 
     def passes(self, max_abs_diff: float = MAX_ABS_DIFF, min_agreement: float = MIN_AGREEMENT) -> bool:
-        if self.iou is not None:  # segmenter: mask agreement only (see module docstring)
-            return self.decision_agreement >= min_agreement
+        if self.iou is not None:  # segmenter: see the module docstring
+            close = self.mean_abs_diff is not None and self.mean_abs_diff <= MAX_MEAN_DIFF
+            masks_agree = self.decision_agreement >= min_agreement or (self.flipped is not None
+                                                                      and self.flipped <= MAX_FLIPPED)
+            return close and masks_agree
         return self.max_abs_diff < max_abs_diff and self.decision_agreement >= min_agreement
 
 
@@ -89,7 +105,9 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, task: str) -> 
     if reference.shape != candidate.shape:
         raise ExportError(f"parity: output shapes differ, PyTorch {reference.shape} vs ONNX {candidate.shape}")
     if not np.isfinite(candidate).all():
-        return ParityResult(float("inf"), 0.0, len(reference), 0.0 if task == "segment" else None)
+        if task == "segment":
+            return ParityResult(float("inf"), 0.0, len(reference), 0.0, float("inf"), 1.0)
+        return ParityResult(float("inf"), 0.0, len(reference))
     diff = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
     if task == "segment":
         decided = np.abs(reference - 0.5) >= AMBIGUOUS
@@ -99,7 +117,9 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, task: str) -> 
         total = int(ref_mask.sum() + cand_mask.sum())
         f1 = 1.0 if total == 0 else 2 * both / total
         iou = 1.0 if either == 0 else both / either
-        return ParityResult(diff, f1, len(reference), iou)
+        flipped = (either - both) / reference.size
+        mean = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).mean())
+        return ParityResult(diff, f1, len(reference), iou, mean, flipped)
     agreement = float(((reference >= 0) == (candidate >= 0)).mean())
     return ParityResult(diff, agreement, len(reference))
 
@@ -109,8 +129,10 @@ def require_parity(result: ParityResult, what: str) -> None:
     if result.passes():
         return
     if result.iou is not None:
-        raise ExportError(f"parity check failed for {what} on {result.images} images: crack-mask F1 against PyTorch "
-                          f"{result.decision_agreement:.4f} (limit {MIN_AGREEMENT}), IoU {result.iou:.4f}")
+        raise ExportError(f"parity check failed for {what} on {result.images} images: mean |probability diff| "
+                          f"{result.mean_abs_diff:.2g} (limit {MAX_MEAN_DIFF:g}); crack-mask F1 against PyTorch "
+                          f"{result.decision_agreement:.4f} (limit {MIN_AGREEMENT}) with {100 * result.flipped:.3g} % "
+                          f"of pixels flipped (limit {100 * MAX_FLIPPED:g} %), IoU {result.iou:.4f}")
     raise ExportError(
         f"parity check failed for {what} on {result.images} images: max abs diff {result.max_abs_diff:.3g} "
         f"(limit {MAX_ABS_DIFF:g}), decision agreement {result.decision_agreement:.4f} (limit {MIN_AGREEMENT})"

@@ -259,7 +259,8 @@ class _Stage:
             result = compare_outputs(self.reference, onnx_outputs(self.files["fp32"], self.parity_inputs), self.cfg.task)
             require_parity(result, f"{self.opts.model} fp32")
             self.parity["fp32"] = result.as_dict()
-            step.detail = (f"max |diff| {result.max_abs_diff:.2e}, agreement {result.decision_agreement:.4f} "
+            mean = "" if result.mean_abs_diff is None else f"mean {result.mean_abs_diff:.1e}, "
+            step.detail = (f"max |diff| {result.max_abs_diff:.2e}, {mean}agreement {result.decision_agreement:.4f} "
                            f"on {result.images} images")
 
     def make_fp16(self) -> None:
