@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgesewer.data.crack import CrackFolder, detect_layout, list_pairs, load_pair, read_mask, spread_indices
-from edgesewer.data.crack_torch import CrackEvalDataset, CrackTrainDataset, augment_pair
+from edgesewer.data.crack_torch import CrackEvalDataset, CrackTrainDataset, augment_pair, jitter_photometric
 from edgesewer.data.edges import EDGE_DETECTORS, crack_input, crack_input_batch
 from edgesewer.errors import DataError
 
@@ -261,6 +261,28 @@ def test_right_angle_turns_are_lossless_where_arbitrary_angles_resample():
     assert not np.array_equal(r_rgb[..., 0] < 110, r_mask)
 
 
+def test_photometric_jitter_changes_light_not_the_crack():
+    rgb = np.full((64, 64, 3), (200, 180, 160), np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[:, 30:32] = True
+    rgb[mask] = 40
+    rng = np.random.default_rng(3)
+    assert jitter_photometric(rgb, rng) is rgb  # all strengths 0: untouched
+    means, spreads = [], []
+    for _ in range(50):
+        out_rgb, out_mask = augment_pair(rgb, mask, 64, rng, max_rotation=0, hflip=0, vflip=0,
+                                         jitter=(0.3, 0.3, 0.3))
+        assert out_rgb.dtype == np.uint8 and np.array_equal(out_mask, mask)
+        grey = out_rgb.mean(axis=2)
+        assert grey[mask].mean() < grey[~mask].mean() - 60  # the crack stays the dark line
+        means.append(grey.mean())
+        spreads.append(out_rgb[~mask].max(axis=-1).mean() - out_rgb[~mask].min(axis=-1).mean())
+    base = rgb.mean(axis=2).mean()
+    # Factors uniform in [0.7, 1.3]: brightness moves over tens of grey levels both ways, saturation too.
+    assert min(means) < base - 15 and max(means) > base + 15
+    assert min(spreads) < 40 * 0.85 and max(spreads) > 40 * 1.15
+
+
 def test_torch_datasets(tmp_path):
     folder = CrackFolder(make_deepcrack(tmp_path / "dc"), "trainval")
     train = CrackTrainDataset(folder, crop=64, repeats=2)
@@ -283,3 +305,13 @@ def test_torch_datasets(tmp_path):
     assert (y[0, :70, :100] >= 0).all()
     with pytest.raises(ValueError, match="multiple of 32"):
         CrackTrainDataset(folder, crop=100)
+
+
+def test_crack_jitter_is_opt_in_from_the_recipe():
+    from edgesewer.train.recipe import load_recipe
+    from edgesewer.train.segment import crack_jitter
+    shipped = load_recipe(path=Path(__file__).parents[1] / "train" / "scnet.yaml")
+    assert crack_jitter(shipped.augment) == (0.0, 0.0, 0.0)  # the classifiers' color_jitter default stays off
+    opted = load_recipe(path=Path(__file__).parents[1] / "train" / "scnet.yaml",
+                        overrides=["augment.jitter_cracks=true", "augment.color_jitter=[0.2,0.3,0.1,0.4]"])
+    assert crack_jitter(opted.augment) == (0.2, 0.3, 0.1)  # hue is left out

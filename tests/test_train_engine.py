@@ -197,6 +197,29 @@ def test_budget_schedule_fits_epochs_and_the_lr_schedule_to_the_time_budget(tmp_
     assert final_lr == pytest.approx(planned.optimizer.param_groups[0]["lr"], rel=1e-9) and final_lr < 1e-2 / 100  # annealed from the 1e-2 peak
 
 
+def test_budget_schedule_replans_after_a_slow_first_epoch(tmp_path, monkeypatch):
+    from edgesewer.train import engine
+
+    clock = [1000.0]  # the first epoch pays 0.4 s of start-up on top of the 0.4 s every epoch takes
+    monkeypatch.setattr(engine.time, "monotonic", lambda: clock[0])
+    calls = [0]
+
+    def slow_eval(model, loader, device):
+        calls[0] += 1
+        clock[0] += 0.8 if calls[0] == 1 else 0.4
+        return _mean_bce(model, loader, device)
+
+    # 2.4 s: the first plan (90 % // 0.8 s) is 2 epochs; after the second, 0.4 s epochs against 98 % of the
+    # budget fit 4 in all, which end at 2.0 s instead of 1.2 s
+    trainer = _trainer(tmp_path, epochs=100, evaluate=slow_eval, max_minutes=2.4 / 60, budget_schedule=True)
+    trainer.fit()
+    assert trainer.cfg.epochs == 4 and trainer.epoch == 3 and trainer.stop_reason == ""
+    assert clock[0] - 1000.0 == pytest.approx(2.0)
+    planned = _trainer(tmp_path / "planned", epochs=4)
+    planned.fit()  # after the re-plans the schedule still ends where a 4-epoch plan ends
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(planned.optimizer.param_groups[0]["lr"], rel=1e-9)
+
+
 def test_diverging_loss_is_a_one_line_error(tmp_path):
     broken = nn.Linear(8, 3)
     with torch.no_grad():

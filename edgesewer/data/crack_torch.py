@@ -42,13 +42,37 @@ def pad_to_at_least(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
 
 
+def jitter_photometric(rgb: np.ndarray, rng: np.random.Generator, brightness: float = 0.0, contrast: float = 0.0,
+                       saturation: float = 0.0) -> np.ndarray:
+    """Scale brightness, contrast (about the mean grey) and saturation by factors uniform in [1 - s, 1 + s].
+
+    Applied to the RGB crop only: the mask is untouched, and the edge channel is computed afterwards from the
+    jittered crop, as the runtime computes it from whatever light the camera gives."""
+    if brightness <= 0 and contrast <= 0 and saturation <= 0:
+        return rgb
+    image = rgb.astype(np.float32)
+    if brightness > 0:
+        image *= rng.uniform(1.0 - brightness, 1.0 + brightness)
+    grey = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if contrast > 0:
+        mean = float(grey.mean())
+        factor = rng.uniform(1.0 - contrast, 1.0 + contrast)
+        image = (image - mean) * factor + mean
+        grey = (grey - mean) * factor + mean
+    if saturation > 0:
+        image = grey[..., None] + (image - grey[..., None]) * rng.uniform(1.0 - saturation, 1.0 + saturation)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
 def augment_pair(rgb: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator,
                  max_rotation: float = 90.0, hflip: float = 0.5, vflip: float = 0.5,
-                 right_angles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 right_angles: bool = False, jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """SCNet training augmentation: rotate [0, max_rotation] deg, h/v flips (probabilities), random crop x crop.
 
     `right_angles` also turns the pair by k x 90 degrees (k uniform in 0..3): a lossless rotation that keeps
-    the image sharp and a 1-px crack mask on its pixels, where an arbitrary angle resamples both."""
+    the image sharp and a 1-px crack mask on its pixels, where an arbitrary angle resamples both.
+    `jitter` = (brightness, contrast, saturation) strengths for `jitter_photometric` on the final crop."""
     if right_angles:
         turns = int(rng.integers(0, 4))
         rgb, mask = np.ascontiguousarray(np.rot90(rgb, turns)), np.ascontiguousarray(np.rot90(mask, turns))
@@ -63,19 +87,21 @@ def augment_pair(rgb: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Ge
     top = int(rng.integers(0, mask.shape[0] - crop + 1))
     left = int(rng.integers(0, mask.shape[1] - crop + 1))
     window = (slice(top, top + crop), slice(left, left + crop))
-    return np.ascontiguousarray(rgb[window]), np.ascontiguousarray(mask[window])
+    rgb = jitter_photometric(np.ascontiguousarray(rgb[window]), rng, *jitter)
+    return rgb, np.ascontiguousarray(mask[window])
 
 
 class CrackTrainDataset(Dataset):
     """Augmented random crops; `repeats` visits each image several times per epoch (small datasets)."""
 
     def __init__(self, folder: CrackFolder, crop: int = 256, edge: str = "canny", max_rotation: float = 90.0,
-                 hflip: float = 0.5, vflip: float = 0.5, repeats: int = 1, right_angles: bool = False) -> None:
+                 hflip: float = 0.5, vflip: float = 0.5, repeats: int = 1, right_angles: bool = False,
+                 jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
         if crop % 32:
             raise ValueError(f"crop must be a multiple of 32 for SCNet, got {crop}")
         self.folder, self.crop, self.edge = folder, crop, edge
         self.max_rotation, self.hflip, self.vflip, self.repeats = max_rotation, hflip, vflip, repeats
-        self.right_angles = right_angles
+        self.right_angles, self.jitter = right_angles, tuple(jitter)
 
     def __len__(self) -> int:
         return len(self.folder) * self.repeats
@@ -85,7 +111,7 @@ class CrackTrainDataset(Dataset):
         # Seeded from torch's generator, which DataLoader seeds differently in each worker and epoch.
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         rgb, mask = augment_pair(rgb, mask, self.crop, rng, self.max_rotation, self.hflip, self.vflip,
-                                 self.right_angles)
+                                 self.right_angles, self.jitter)
         inputs = crack_input(rgb, edge=self.edge)
         return torch.from_numpy(inputs), torch.from_numpy(mask[None].astype(np.float32))
 

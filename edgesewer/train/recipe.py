@@ -140,6 +140,7 @@ class AugmentSection:
     equalize: float = 0.2  # probability of equalize-or-autocontrast
     rotation: float = 5.0  # max degrees
     right_angles: bool = False  # crack segmentation only: also turn by a random multiple of 90 degrees (lossless)
+    jitter_cracks: bool = False  # crack segmentation only: apply color_jitter's brightness, contrast, saturation
     erasing: float = 0.25  # probability of one random erasing
     erasing_scale: list[float] = field(default_factory=lambda: [0.01, 0.05])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.1, 1.0])

@@ -54,6 +54,17 @@ def build_segmenter(recipe: Recipe) -> tuple[nn.Module, ModelCfg, dict[str, Any]
     return model, cfg, arch_kw
 
 
+def crack_jitter(augment) -> tuple[float, float, float]:
+    """(brightness, contrast, saturation) for crack crops: `color_jitter`'s first three, if `jitter_cracks` is on.
+
+    Opt-in because `color_jitter` has a non-zero default for the classifiers, which the paper's crack recipe
+    does not use; hue is left out (a crack's cue is darkness and shape, not colour)."""
+    if not getattr(augment, "jitter_cracks", False):
+        return (0.0, 0.0, 0.0)
+    strengths = list(getattr(augment, "color_jitter", [0.0, 0.0, 0.0]))[:3]
+    return tuple(float(s) for s in strengths + [0.0] * (3 - len(strengths)))
+
+
 def build_crack_datasets(recipe: Recipe, root: str | Path, cfg: ModelCfg) -> tuple[CrackTrainDataset, CrackEvalDataset]:
     layout = getattr(recipe.data, "layout", None)
     train = CrackFolder(root, recipe.data.train_split, layout)
@@ -62,7 +73,8 @@ def build_crack_datasets(recipe: Recipe, root: str | Path, cfg: ModelCfg) -> tup
     train_set = CrackTrainDataset(train, crop=cfg.input_size, edge=edge, max_rotation=recipe.augment.rotation,
                                   hflip=recipe.augment.hflip, vflip=float(getattr(recipe.augment, "vflip", 0.5)),
                                   repeats=int(getattr(recipe.data, "repeats", 1)),
-                                  right_angles=bool(getattr(recipe.augment, "right_angles", False)))
+                                  right_angles=bool(getattr(recipe.augment, "right_angles", False)),
+                                  jitter=crack_jitter(recipe.augment))
     # Validate on whole images at their own resolution, tiled by CrackEvaluator: the metric that counts.
     return train_set, CrackEvalDataset(val, mode="full", edge=edge)
 
