@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from edgesewer.errors import DataError, EdgesewerError, ModelNotFound
 from edgesewer.modelcfg import ModelCfg
 from edgesewer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
-from edgesewer.train.distributed import (ShardSampler, all_reduce_mean, barrier, gather_objects, init_distributed,
-                                         train_sampler)
+from edgesewer.train.distributed import (ShardSampler, all_reduce_mean, barrier, broadcast_object, gather_objects,
+                                         init_distributed, train_sampler)
 from edgesewer.train.ema import ModelEma
 from edgesewer.train.progress import TrainProgress
 
@@ -185,7 +185,9 @@ class Trainer:
                 metrics, weights = self._evaluate()
                 improved = self._update_best(metrics, weights, epoch)
                 if cfg.budget_schedule and cfg.max_minutes and not time_up:
-                    self._fit_schedule_to_budget(time.monotonic() - t0, epoch - self.start_epoch + 1)
+                    # rank 0's clock for every rank, so all of them plan the same number of epochs
+                    elapsed = broadcast_object(time.monotonic() - t0)
+                    self._fit_schedule_to_budget(elapsed, epoch - self.start_epoch + 1)
                 record = {"epoch": epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"],
                           "step": self.global_step, "minutes": (time.monotonic() - t0) / 60,
                           "improved": improved, **{f"val/{k}": v for k, v in metrics.items()}}
