@@ -47,7 +47,7 @@ class DemoPlan:
 # budget buys ~18 epochs (a ViT from scratch needs tens of epochs before it leaves chance level).
 # Cut for the 15 minutes issue 15 allows the full demo on the idle 2-core machine: with pretrain 1.5 /
 # fine-tune 6.0 / 3 s per timing it took 17.4 min (train 9.0, export+benchmark 6.0, run 1.7); with these
-# budgets it took 15.2 min (data 0.6, train 6.8, export+benchmark 5.8, run 1.9; measured 2026-12-06).
+# budgets it took 15.2 min, and 16.0 min (train 6.8 -> 7.6) once budgets were re-planned every epoch (2026-12-06).
 FULL = DemoPlan(images=2000, videos=2, video_seconds=20, crack_images=160, imgsz=64, seg_imgsz=128,
                 pretrain_minutes=1.0, finetune_minutes=4.5, scnet_minutes=2.0, calib_images=512, bench_seconds=1.5)
 QUICK = DemoPlan(images=600, videos=1, video_seconds=12, crack_images=48, imgsz=64, seg_imgsz=64,
