@@ -108,7 +108,8 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, task: str) -> 
         if task == "segment":
             return ParityResult(float("inf"), 0.0, len(reference), 0.0, float("inf"), 1.0)
         return ParityResult(float("inf"), 0.0, len(reference))
-    diff = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
+    abs_diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    diff = float(abs_diff.max())
     if task == "segment":
         decided = np.abs(reference - 0.5) >= AMBIGUOUS
         ref_mask, cand_mask = (reference >= 0.5) & decided, (candidate >= 0.5) & decided
@@ -118,7 +119,7 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, task: str) -> 
         f1 = 1.0 if total == 0 else 2 * both / total
         iou = 1.0 if either == 0 else both / either
         flipped = (either - both) / reference.size
-        mean = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).mean())
+        mean = float(abs_diff.mean())
         return ParityResult(diff, f1, len(reference), iou, mean, flipped)
     agreement = float(((reference >= 0) == (candidate >= 0)).mean())
     return ParityResult(diff, agreement, len(reference))
