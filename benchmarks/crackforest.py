@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if fp32 is None:
         raise SystemExit(f"error: the fp32 artifact failed: {rows[0].status}")
     tile = int(fp32.input_size or 256)
-    height, width = CrackFolder(args.data, "test")[0][1].shape
+    test = CrackFolder(args.data, "test")
+    height, width = test[0][1].shape
+    left_out = "".join(f"; left out: {entry}" for entry in test.excluded)  # known label errors (crack_errata)
     tiles = tiles_per_image(height, width, tile)
     picture = overlay_figure(Path(fp32.artifact), args.data, args.out / "crackforest_overlays.png", args.overlays,
                              args.threads)
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Checkpoint `{args.weights}`; made by `python benchmarks/crackforest.py --weights {args.weights}`.", "",
              *table(rows, tiles), "",
              f"- Test set: {fp32.accuracy_data}, {fp32.accuracy_images} images (the 20 % held out as in the SCNet "
-             "paper; the checkpoint's best epoch and threshold come from a validation part of the training images).",
+             f"paper; the checkpoint's best epoch and threshold come from a validation part of the training images"
+             f"{left_out}).",
              f"- Protocol: {tiling_protocol(tile)}.",
              f"- Speed: ONNX Runtime on this CPU, {result.settings['threads']} thread(s); *Tile FPS* is batch-1 "
              f"inferences per second on one {tile}x{tile} tile; *Images/s* is the best batched tile throughput / "

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgesewer.data.crack import CrackFolder, detect_layout, list_pairs, load_pair, read_mask, spread_indices
+from edgesewer.data import crack_errata
+from edgesewer.data.crack import (CrackFolder, _crackforest_pairs, detect_layout, list_pairs, load_pair, read_mask,
+                                  split_pairs, spread_indices)
+from edgesewer.data.crack_errata import identical_masks, mask_digest
+from edgesewer.data.images import read_image
 from edgesewer.data.crack_torch import CrackEvalDataset, CrackTrainDataset, augment_pair, jitter_photometric
-from edgesewer.data.edges import EDGE_DETECTORS, crack_input, crack_input_batch
+from edgesewer.data.edges import EDGE_DETECTORS, blackhat_edges, crack_input, crack_input_batch
 from edgesewer.errors import DataError
 
 
@@ -108,10 +112,54 @@ def test_spread_indices_are_exact_and_even():
 @needs_crackforest
 def test_real_crackforest_split_is_80_20_with_a_validation_part():
     splits = {s: [p.image.stem for p in list_pairs(CRACKFOREST, s)] for s in ("all", "trainval", "train", "val", "test")}
-    assert {k: len(v) for k, v in splits.items()} == {"all": 118, "trainval": 94, "train": 85, "val": 9, "test": 24}
+    # 118 labelled images, 24 held out for testing; 042 (a copied mask, see crack_errata) leaves the test split
+    # after the split is drawn, so no other image changes split.
+    assert {k: len(v) for k, v in splits.items()} == {"all": 117, "trainval": 94, "train": 85, "val": 9, "test": 23}
     assert not set(splits["test"]) & set(splits["trainval"]) and not set(splits["val"]) & set(splits["train"])
     assert sorted(splits["train"] + splits["val"]) == splits["trainval"]
     assert splits["test"][:3] == ["003", "008", "013"]  # fixed: results stay comparable between versions
+    assert splits["test"][7:10] == ["037", "047", "052"] and "042" not in splits["all"]
+
+
+@needs_crackforest
+def test_real_crackforest_has_one_copied_mask_and_the_errata_name_it():
+    everything = _crackforest_pairs(CRACKFOREST, "all")
+    groups = identical_masks(everything, lambda p: read_mask(p.mask))
+    assert [[p.image.stem for p in group] for group in groups] == [["042", "065"]]
+    # Which of the two is wrong: how much likelier a mask pixel is to be a dark line (black-hat cue) than any
+    # pixel of its photo. Photo 065 under the shared mask: 46x; photo 042: 1.05x, chance (it shows one crack
+    # elsewhere). Every other labelled photo's own mask: 2.6x or more.
+    def enrichment(stem: str, mask: np.ndarray) -> float:
+        dark = blackhat_edges(cv2.cvtColor(read_image(CRACKFOREST / "image" / f"{stem}.jpg"), cv2.COLOR_RGB2GRAY))
+        return float(dark[mask].mean() / dark.mean())
+
+    shared = read_mask(CRACKFOREST / "groundTruth" / "065.mat")
+    assert enrichment("065", shared) > 20 and enrichment("042", shared) < 1.5
+    others = {p.image.stem: enrichment(p.image.stem, read_mask(p.mask)) for p in everything[::10] if p.image.stem != "042"}
+    assert min(others.values()) > 2.0, others
+    folder = CrackFolder(CRACKFOREST, "test")
+    assert len(folder) == 23 and [e.split(":")[0] for e in folder.excluded] == ["042.jpg"]
+
+
+def test_known_label_errors_leave_after_the_split_and_are_logged(tmp_path, monkeypatch, caplog):
+    root = make_crackforest(tmp_path / "cf", n=10)
+    before = {s: [p.image.stem for p in list_pairs(root, s)] for s in ("train", "val", "test")}
+    assert before["test"] == ["003", "008"]
+    wrong = read_mask(root / "groundTruth" / "008.mat")
+    monkeypatch.setitem(crack_errata.KNOWN_LABEL_ERRORS, "crackforest",
+                        (crack_errata.LabelError("groundTruth/008.mat", mask_digest(wrong), "copied from 999"),))
+    with caplog.at_level("WARNING"):
+        pairs, excluded = split_pairs(root, "test")
+    assert [p.image.stem for p in pairs] == ["003"] and excluded == ["008.jpg: copied from 999"]
+    assert "groundTruth/008.mat: copied from 999" in caplog.text
+    assert [p.image.stem for p in list_pairs(root, "train")] == before["train"]  # nobody else moves
+    # A corrected file (another mask under the same name) is kept.
+    monkeypatch.setitem(crack_errata.KNOWN_LABEL_ERRORS, "crackforest",
+                        (crack_errata.LabelError("groundTruth/008.mat", mask_digest(~wrong), "copied from 999"),))
+    assert [p.image.stem for p in list_pairs(root, "test")] == ["003", "008"]
+    # Identical masks are found whatever the names; crack-free (empty) masks are not "identical".
+    masks = {"a": wrong, "b": wrong.copy(), "c": ~wrong, "d": np.zeros_like(wrong), "e": np.zeros_like(wrong)}
+    assert identical_masks(masks, masks.get) == [["a", "b"]]
 
 
 def test_crackforest_mat_without_ground_truth_variable(tmp_path):

@@ -41,6 +41,7 @@ def test_evaluate_folder_writes_metrics_and_overlays(tmp_path):
     # The drawn crack is exactly the dark pixels (JPEG aside): near-perfect at any threshold.
     assert result["ODS"] > 0.97 and result["OIS"] > 0.97 and result["IoU"] > 0.94
     assert result["images"] == 3 and result["split"] == "test" and result["layout"] == "deepcrack"
+    assert result["excluded"] == []  # no known label errors in this set
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["ODS"] == pytest.approx(result["ODS"]) and len(saved["curve"]["F1"]) == 100
     assert "strict" in saved["protocol"]

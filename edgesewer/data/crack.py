@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgesewer.data.crack_errata import drop_label_errors
 from edgesewer.data.images import read_image
 from edgesewer.errors import DataError
 
@@ -64,13 +65,20 @@ def detect_layout(root: Path) -> str:
 
 
 def list_pairs(root: Path, split: str = "train", layout: str | None = None) -> list[CrackPair]:
-    """(image, mask) pairs of one split, sorted by image name.
+    """(image, mask) pairs of one split, sorted by image name; see `split_pairs`."""
+    return split_pairs(root, split, layout)[0]
+
+
+def split_pairs(root: Path, split: str = "train", layout: str | None = None) -> tuple[list[CrackPair], list[str]]:
+    """((image, mask) pairs of one split sorted by image name, ["<image>: <reason>" per known label error left out]).
 
     Splits: test, trainval (every labelled image not in test), val, train (trainval minus val) and
     all. A split the set ships is used as it is (DeepCrack train/test, CRACK500 train/val/test,
     a folder's <split>/ subfolders); a missing one is derived deterministically: test = 20 % of the
     labelled images spread evenly over the sorted names (CrackForest, a plain folder), val = 10 %
     of trainval spread the same way. Other names are passed through (a folder's or list's own split).
+    The known label errors of `crack_errata` leave after the split is drawn, so every other image keeps
+    its split.
     """
     root = Path(root)
     layout = layout or detect_layout(root)
@@ -79,9 +87,10 @@ def list_pairs(root: Path, split: str = "train", layout: str | None = None) -> l
     if layout not in listers:
         raise DataError(f"unknown crack layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     pairs = _split_pairs(listers[layout], root, split, _native_splits(root, layout))
+    pairs, dropped = drop_label_errors(pairs, layout, lambda p: p.mask.as_posix(), lambda p: read_mask(p.mask))
     if not pairs:
         raise DataError(f"{root}: no images in the {split!r} split ({layout} layout)")
-    return pairs
+    return pairs, [f"{pair.image.name}: {reason}" for pair, reason in dropped]
 
 
 def _native_splits(root: Path, layout: str) -> tuple[str, ...]:
@@ -255,7 +264,7 @@ class CrackFolder:
         self.root = Path(root)
         self.layout = layout or detect_layout(self.root)
         self.split = split
-        self.pairs = list_pairs(self.root, split, self.layout)
+        self.pairs, self.excluded = split_pairs(self.root, split, self.layout)  # excluded: known label errors
 
     def __len__(self) -> int:
         return len(self.pairs)

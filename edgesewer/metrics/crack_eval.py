@@ -125,4 +125,5 @@ def evaluate_crack_folder(predict: Predict, folder: CrackFolder, out_dir: str | 
     return evaluate_crack_pairs(predict, folder.pairs, out_dir, tile=tile, edge=edge, threshold=threshold,
                                 max_overlays=max_overlays, batch_size=batch_size, progress=progress,
                                 title=f"scoring {folder.root.name}/{folder.split}",
-                                about={"dataset": str(folder.root), "split": folder.split, "layout": folder.layout})
+                                about={"dataset": str(folder.root), "split": folder.split, "layout": folder.layout,
+                                       "excluded": list(folder.excluded)})
