@@ -126,8 +126,9 @@ def test_recipes_select_on_validation_never_on_test():
         assert (recipe.data.train_split, recipe.data.val_split) == ("train", "val")
         assert recipe.model.kwargs["side_channels"] == 1 and recipe.train.monitor == "ODS"
     assert gpu.loss.focal_reduction == "sum" and gpu.optim.lr == 1e-4
-    # the CPU recipe: the measured 128-px crops and lr 0.01 with the mean (its header says why)
-    assert (cpu.model.img_size, cpu.optim.lr, cpu.loss.focal_reduction, cpu.train.device) == (128, 0.01, "mean", "cpu")
+    # the CPU recipe: the paper's 256-px crops one per step, and lr 0.01 with the mean (its header says why)
+    assert (cpu.model.img_size, cpu.train.batch_size, cpu.data.repeats) == (256, 1, 1)
+    assert (cpu.optim.lr, cpu.loss.focal_reduction, cpu.train.device) == (0.01, "mean", "cpu")
     assert build_seg_loss(cpu).reduction == "mean" and build_seg_loss(gpu).reduction == "sum"
     # the paper's [0, 90] degree rotation on the GPU; lossless quarter turns on the CPU (the header's measurement)
     assert (gpu.augment.rotation, gpu.augment.right_angles) == (90, False)
