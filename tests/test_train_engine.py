@@ -250,6 +250,32 @@ def test_schedules_step_per_optimiser_step():
     assert one[0] == pytest.approx(1.0 / 25) and max(one) == pytest.approx(1.0) and np.argmax(one) == 2
 
 
+def test_cosine_rebuilt_mid_run_replays_the_fresh_schedule():
+    """A budget re-plan rebuilds the scheduler after the lr has moved, even after a finished cosine left it at
+    min_lr 0 (this divided by zero in `edgesewer demo --quick` when a later epoch was faster than the first)."""
+    factory = schedules.cosine(warmup_epochs=1, warmup_lr=0.0, min_lr=0.0)
+
+    def run(plans):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+        sched, step, out = factory(opt, 4, plans[0]), 0, []
+        for epochs in plans:
+            sched = factory(opt, 4, epochs)  # the engine's re-plan: a new scheduler, replayed to the current step
+            for _ in range(step):
+                sched.step()
+            for _ in range(4):
+                out.append(opt.param_groups[0]["lr"])
+                opt.step()
+                sched.step()
+                step += 1
+        return out
+
+    # planned for 2 epochs (the cosine ends at 0 after epoch 2), then re-planned to 3 after each epoch
+    replanned = run([2, 2, 3])
+    fresh = run([3, 3, 3])
+    assert replanned[8:] == pytest.approx(fresh[8:]) and max(replanned[8:]) > 0
+    assert replanned[:4] == pytest.approx([0.0, 0.125, 0.25, 0.375])  # the warm-up towards the 0.5 peak
+
+
 def test_param_group_schedule_sets_values_per_step_and_resumes():
     opt = torch.optim.AdamW([{"params": [nn.Parameter(torch.zeros(2, 2))]}, {"params": [nn.Parameter(torch.zeros(2))],
                                                                           "weight_decay": 0.0}])

@@ -58,7 +58,10 @@ def cosine(warmup_epochs: float = 0.0, warmup_lr: float = 0.0, min_lr: float = 0
     def make(optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> LambdaLR:
         total = max(1, steps_per_epoch * epochs)
         warm = int(round(warmup_epochs * steps_per_epoch))
-        base = optimizer.param_groups[0]["lr"]
+        # LambdaLR scales each group's initial_lr, so the factor is relative to that, not to the current lr:
+        # a budget re-plan rebuilds the schedule mid-run, when the lr may have decayed (to 0 with min_lr 0).
+        group = optimizer.param_groups[0]
+        base = group.get("initial_lr", group["lr"])
 
         def factor(step: int) -> float:
             if step < warm:
