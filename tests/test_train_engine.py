@@ -257,7 +257,7 @@ def test_cosine_rebuilt_mid_run_replays_the_fresh_schedule():
 
     def run(plans):
         opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
-        sched, step, out = factory(opt, 4, plans[0]), 0, []
+        step, out = 0, []
         for epochs in plans:
             sched = factory(opt, 4, epochs)  # the engine's re-plan: a new scheduler, replayed to the current step
             for _ in range(step):
